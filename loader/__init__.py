@@ -1,0 +1,35 @@
+"""loader: Worker Loader semantics.
+
+`WorkerCode` in, `WorkerStub` out: compile under the policy (every error at once), cache by source
+hash and policy version in memory and on disk, hand calls to a dispatcher. Never forks, never talks
+ZeroMQ: the runtime's Supervisor is the dispatcher.
+"""
+
+from loader.cache import CompileCache
+from loader.code import Binding, Limits, WorkerCode
+from loader.compile import CompiledModule, CompiledWorker, compile_worker
+from loader.errors import CompileError, InvalidWorkerCode, LoaderError
+from loader.stub import Dispatcher, EntrypointStub, FetchResponse, WorkerStub
+from loader.worker_loader import WorkerLoader
+
+__all__ = [
+    # what a host writes
+    "Binding",
+    "Limits",
+    "WorkerCode",
+    # what a host gets back
+    "EntrypointStub",
+    "FetchResponse",
+    "WorkerLoader",
+    "WorkerStub",
+    # for the runtime
+    "CompileCache",
+    "CompiledModule",
+    "CompiledWorker",
+    "Dispatcher",
+    "compile_worker",
+    # errors
+    "CompileError",
+    "InvalidWorkerCode",
+    "LoaderError",
+]

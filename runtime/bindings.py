@@ -1,0 +1,141 @@
+"""Host-side bindings: what a sandbox's RPC stubs reach, and the capability check.
+
+Host side, on the supervisor's event loop. A binding is created by the host
+(`supervisor.kv(namespace)`, `supervisor.service(HostClass, props=...)`, a `global_outbound`
+callable) and put in a `WorkerCode.env`. When a sandbox is specialised, each binding gets a
+capability id in that sandbox's table; a `BindingCall` is served only if its id is in the table
+of the channel it arrived on and its method is one the binding offers. The tenant id passed to a
+binding is the channel's, never the frame's.
+
+Failures become error replies: "capability" for a call outside the table, "binding" for an
+exception in the host code (its type and message only; the host's stack never crosses).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loader import Binding
+from runtime.kv import KVStore
+
+
+class KVBinding(Binding):
+    kind = "kv"
+    methods = frozenset({"get", "put", "delete", "list"})
+
+    def __init__(self, store: KVStore, namespace: str) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError("a KV namespace must be a non-empty str")
+        self.store = store
+        self.namespace = namespace
+
+    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        operation = getattr(self.store, method)
+        return operation(tenant_id, self.namespace, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<KVBinding {self.namespace!r}>"
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a host-side service class receives: the props the host bound, and who is calling."""
+
+    tenant_id: str
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+def public_methods(cls: type) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, value in inspect.getmembers(cls)
+        if not name.startswith("_") and callable(value)
+    )
+
+
+class ServiceBinding(Binding):
+    """Exposes the public methods of a host class; an instance per call, built with its props.
+
+    This is the `ctx.exports.X({props})` pattern: the host decides the props (say, which account a
+    tenant may touch) and the tenant can call methods but never change them.
+    """
+
+    kind = "service"
+
+    def __init__(self, cls: type, props: dict[str, Any] | None = None) -> None:
+        if not isinstance(cls, type):
+            raise TypeError("supervisor.service() takes a class")
+        self.cls = cls
+        self.props = dict(props or {})
+        self.methods = public_methods(cls)
+
+    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        instance = self.cls(ServiceContext(tenant_id=tenant_id, props=dict(self.props)))
+        result = getattr(instance, method)(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def __repr__(self) -> str:
+        return f"<ServiceBinding {self.cls.__name__} {sorted(self.methods)}>"
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class OutboundBinding(Binding):
+    """A tenant's global `fetch()`, handed to the host's `global_outbound` callable."""
+
+    kind = "outbound"
+    methods = frozenset({"fetch"})
+
+    def __init__(self, handler: Callable[[OutboundRequest], Any]) -> None:
+        self.handler = handler
+
+    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        method_, url, headers, body = args[0]
+        request = OutboundRequest(
+            method=str(method_), url=str(url), headers=dict(headers), body=bytes(body),
+            tenant_id=tenant_id,
+        )
+        response = self.handler(request)
+        if inspect.isawaitable(response):
+            response = await response
+        if not isinstance(response, OutboundResponse):
+            raise TypeError("global_outbound must return a runtime.OutboundResponse")
+        body_out = response.body.encode() if isinstance(response.body, str) else response.body
+        return [response.status, list(response.headers.items()), body_out]
+
+
+class CapabilityTable:
+    """One sandbox's grants: capability id -> binding. Ids start at 1; 0 means none."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, Binding] = {}
+
+    def grant(self, binding: Binding) -> int:
+        capability = len(self.entries) + 1
+        self.entries[capability] = binding
+        return capability
+
+    def check(self, capability: int, method: str) -> Binding | None:
+        binding = self.entries.get(capability)
+        if binding is None or method not in binding.methods:
+            return None
+        return binding

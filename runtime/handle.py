@@ -1,0 +1,145 @@
+"""The host's record of one sandbox process: its channel, its tenant, its capabilities.
+
+Host side, on the supervisor's event loop. A handle goes booting -> spare -> specialised (one
+tenant, for its whole life) -> dead. It serves binding calls that arrive on its channel against
+its own capability table, with its own tenant id, and forwards console records to the log.
+
+It never kills its process itself: the pool decides (and records why), the zygote signals. When
+the process is gone, every call pending on it fails at once with the error the pool gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from loader import CompiledWorker
+from runtime import protocol
+from runtime.bindings import CapabilityTable, OutboundBinding
+from runtime.channel import Channel
+from runtime.errors import CapabilityError
+
+tenant_log = logging.getLogger("dynworkers.tenant")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class SandboxHandle:
+    def __init__(self, sandbox_id: int, channel: Channel) -> None:
+        self.id = sandbox_id
+        self.channel = channel
+        self.pid = 0
+        self.tenant_id: str | None = None
+        self.worker: CompiledWorker | None = None
+        self.capabilities = CapabilityTable()
+        self.state = "booting"
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self.users = 0  # callers holding or waiting for this sandbox
+        self.lock = asyncio.Lock()  # requests to one tenant queue here
+        self.layers: list[str] = []
+        self.unavailable: list[tuple[str, str]] = []
+        self.exit_reason: str | None = None
+        self.memory_limit = 0  # bytes of RSS; 0 = none
+        self.deadline = 30.0
+        self.invocations = 0
+        self.retired = False  # replaced by a newer version of its worker; ends when released
+        self._binding_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("booting", "spare", "specialised")
+
+    def __repr__(self) -> str:
+        return f"<sandbox {self.id} pid={self.pid} {self.state} tenant={self.tenant_id!r}>"
+
+    # --- specialisation --------------------------------------------------------------------------
+
+    def specialise_message(self, worker: CompiledWorker) -> protocol.Specialise:
+        """Grant the worker's bindings in this sandbox's table and describe it for the sandbox."""
+        env = [protocol.EnvEntry(name=name, kind="data", value=value) for name, value in worker.data]
+        for name, binding in worker.bindings:
+            env.append(
+                protocol.EnvEntry(
+                    name=name,
+                    kind=binding.kind,
+                    capability=self.capabilities.grant(binding),
+                    methods=sorted(binding.methods),
+                )
+            )
+        outbound = 0
+        if worker.global_outbound is not None:
+            outbound = self.capabilities.grant(OutboundBinding(worker.global_outbound))
+        return protocol.Specialise(
+            tenant_id=worker.worker_id,
+            main_module=worker.main_module,
+            modules=[protocol.ModuleCode(name=m.name, source=m.source, code=m.code) for m in worker.modules],
+            env=env,
+            outbound=outbound,
+        )
+
+    # --- messages from the sandbox ---------------------------------------------------------------
+
+    def on_message(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.BindingCall):
+            task = asyncio.get_running_loop().create_task(self._serve_binding(message))
+            self._binding_tasks.add(task)
+            task.add_done_callback(self._binding_tasks.discard)
+        elif isinstance(message, protocol.Log):
+            tenant_log.log(
+                _LEVELS.get(message.level, logging.INFO),
+                "%s",
+                message.message,
+                extra={"tenant_id": self.tenant_id, "tenant_timestamp": message.timestamp},
+            )
+
+    async def _serve_binding(self, call: protocol.BindingCall) -> None:
+        reply = await self._binding_reply(call)
+        if self.alive and not self.channel.closed:
+            self.channel.send(reply)
+
+    async def _binding_reply(self, call: protocol.BindingCall) -> protocol.BindingReply:
+        binding = self.capabilities.check(call.capability, call.method)
+        if binding is None or self.tenant_id is None:
+            error = CapabilityError(
+                f"capability {call.capability} method {call.method!r} is not granted to tenant "
+                f"{self.tenant_id!r}"
+            )
+            return _error_reply(call.request_id, "capability", error)
+        try:
+            args, kwargs = protocol.decode_plain(call.args)
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise TypeError("binding arguments must be [args, kwargs]")
+            result = await binding.call(self.tenant_id, call.method, args, kwargs)
+            return protocol.BindingReply(
+                request_id=call.request_id, ok=True, value=protocol.encode(result)
+            )
+        except (TypeError, msgspec.EncodeError, msgspec.DecodeError) as exc:
+            return _error_reply(call.request_id, "binding", exc)
+        except Exception as exc:  # the host's binding code failed: its type and message only
+            return _error_reply(call.request_id, "binding", exc)
+
+    def cancel_bindings(self) -> None:
+        for task in self._binding_tasks:
+            task.cancel()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sandbox": self.id,
+            "pid": self.pid,
+            "tenant": self.tenant_id,
+            "state": self.state,
+            "invocations": self.invocations,
+            "idle_s": round(time.monotonic() - self.last_used, 3),
+        }
+
+
+def _error_reply(request_id: int, kind: str, exc: BaseException) -> protocol.BindingReply:
+    return protocol.BindingReply(
+        request_id=request_id,
+        ok=False,
+        error=protocol.ErrorInfo(kind=kind, type_name=type(exc).__name__, message=str(exc)),
+    )

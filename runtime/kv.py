@@ -1,0 +1,91 @@
+"""Tenant-scoped key-value storage in SQLite, under the state directory.
+
+Host side, on the supervisor's event loop (each statement is a few microseconds on a local file;
+no thread needed). Every row is keyed by (tenant, namespace, key): two tenants given the same
+namespace binding never see each other's data, because the tenant comes from the sandbox's channel.
+
+Bad input (a key that is not a short string, a value that is not plain data or is too large)
+raises `ValueError` with the limit; the database is untouched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 1 << 20
+MAX_LIST = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    tenant TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (tenant, namespace, key)
+) WITHOUT ROWID
+"""
+
+
+class KVStore:
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # WAL: readers never block the writer, and a crash loses at most uncommitted work.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL is durable against process crashes; only a power loss can drop the
+        # last commits, which is the usual trade for a cache-like KV.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @staticmethod
+    def _key(key: object) -> str:
+        if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES:
+            raise ValueError(f"a KV key must be a non-empty str of <= {MAX_KEY_BYTES} bytes")
+        return key
+
+    def get(self, tenant: str, namespace: str, key: object) -> Any:
+        row = self.db.execute(
+            "SELECT value FROM kv WHERE tenant=? AND namespace=? AND key=?",
+            (tenant, namespace, self._key(key)),
+        ).fetchone()
+        return None if row is None else msgspec.msgpack.decode(row[0])
+
+    def put(self, tenant: str, namespace: str, key: object, value: object) -> None:
+        try:
+            blob = msgspec.msgpack.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ValueError(f"a KV value must be plain data: {exc}") from None
+        if len(blob) > MAX_VALUE_BYTES:
+            raise ValueError(f"a KV value is at most {MAX_VALUE_BYTES} bytes encoded, got {len(blob)}")
+        self.db.execute(
+            "INSERT OR REPLACE INTO kv (tenant, namespace, key, value) VALUES (?, ?, ?, ?)",
+            (tenant, namespace, self._key(key), blob),
+        )
+
+    def delete(self, tenant: str, namespace: str, key: object) -> bool:
+        cursor = self.db.execute(
+            "DELETE FROM kv WHERE tenant=? AND namespace=? AND key=?",
+            (tenant, namespace, self._key(key)),
+        )
+        return cursor.rowcount > 0
+
+    def list(self, tenant: str, namespace: str, prefix: object = "", limit: object = MAX_LIST) -> list[str]:
+        if not isinstance(prefix, str):
+            raise ValueError("a KV list prefix must be a str")
+        if not isinstance(limit, int) or not 0 < limit <= MAX_LIST:
+            raise ValueError(f"a KV list limit must be an int in 1..{MAX_LIST}")
+        # Range scan on the primary key instead of LIKE, which would treat % and _ as wildcards.
+        upper = prefix + "\U0010ffff"
+        rows = self.db.execute(
+            "SELECT key FROM kv WHERE tenant=? AND namespace=? AND key>=? AND key<? "
+            "ORDER BY key LIMIT ?",
+            (tenant, namespace, prefix, upper, limit),
+        ).fetchall()
+        return [row[0] for row in rows]

@@ -1,0 +1,47 @@
+"""Counters and latency windows for the pool, read by `Supervisor.stats()`.
+
+Host side, on the supervisor's event loop; plain Python numbers, no locks. Latencies are kept in
+bounded windows (the most recent samples), so percentiles describe recent behaviour and memory
+stays flat under churn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+EVICTION_REASONS = ("capacity", "idle", "memory", "deadline", "crash", "protocol", "shutdown", "redeploy", "manual")
+
+
+def percentiles(samples: deque[float] | list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:
+    if not samples:
+        return {f"p{int(p)}": 0.0 for p in points}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {f"p{int(p)}": ordered[min(last, round(p / 100 * last))] for p in points}
+
+
+@dataclass
+class PoolMetrics:
+    cold: int = 0
+    warm: int = 0
+    rehydrations: int = 0
+    boots: int = 0
+    boot_failures: int = 0
+    evictions: Counter[str] = field(default_factory=Counter)
+    #: seconds from "need a sandbox" to "sandbox ready for this tenant", cold starts only
+    boot_latency: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    #: seconds to fork, connect and confine a spare
+    spare_boot: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "cold": self.cold,
+            "warm": self.warm,
+            "rehydrations": self.rehydrations,
+            "boots": self.boots,
+            "boot_failures": self.boot_failures,
+            "evictions": {reason: self.evictions.get(reason, 0) for reason in EVICTION_REASONS},
+            "boot_latency_ms": {k: v * 1e3 for k, v in percentiles(self.boot_latency).items()},
+            "spare_boot_ms": {k: v * 1e3 for k, v in percentiles(self.spare_boot).items()},
+        }

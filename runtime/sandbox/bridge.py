@@ -1,0 +1,120 @@
+"""The sandbox's end of its channel: binding stubs, outbound fetch, console records.
+
+Runs inside a sandbox, in its only thread. Tenant code calls a stub; the stub sends a
+`BindingCall` over the sandbox's PAIR socket and blocks until the matching `BindingReply`. The host
+checks the call against this sandbox's capability table; identity is the socket, never a field.
+
+Failures become exceptions raised into tenant code (`CapabilityError`, `BindingError`,
+`FetchError`); arguments that are not plain data raise `TypeError` before anything is sent.
+Console output beyond the policy's per-invocation budget is dropped with one notice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from runtime import protocol
+from runtime.sandbox import workers
+from sandbox_policy.namespace import register_safe_type
+
+
+class Bridge:
+    def __init__(self, socket: zmq.Socket[bytes], max_log_bytes: int) -> None:
+        self.socket = socket
+        self.max_log_bytes = max_log_bytes
+        self.log_budget = max_log_bytes
+        self.next_id = 0
+
+    def send(self, message: protocol.Message) -> None:
+        self.socket.send(protocol.encode(message), copy=False)
+
+    def reset_budget(self) -> None:
+        self.log_budget = self.max_log_bytes
+
+    def log(self, level: str, message: str) -> None:
+        if self.log_budget <= 0:
+            return
+        if len(message) > self.log_budget:
+            message = message[: self.log_budget] + " [log budget exhausted: output dropped]"
+            self.log_budget = 0
+        else:
+            self.log_budget -= len(message)
+        self.send(protocol.Log(level=level, message=message, timestamp=time.time()))
+
+    def call(self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            payload = protocol.encode([list(args), kwargs])
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise TypeError(f"binding arguments must be plain data: {exc}") from None
+        self.next_id += 1
+        request_id = self.next_id
+        self.send(
+            protocol.BindingCall(
+                request_id=request_id, capability=capability, method=method, args=payload
+            )
+        )
+        while True:
+            reply = protocol.to_sandbox.decode(self.socket.recv())
+            if isinstance(reply, protocol.BindingReply) and reply.request_id == request_id:
+                break
+        if reply.ok:
+            return protocol.decode_plain(reply.value)
+        error = reply.error
+        message = error.message if error else "binding call failed"
+        if error and error.kind == "capability":
+            raise workers.CapabilityError(message)
+        raise workers.BindingError(message)
+
+
+@register_safe_type
+class BindingStub:
+    """A binding as tenant code sees it: one callable per method the host granted."""
+
+    def __init__(self, bridge: Bridge, name: str, capability: int, methods: list[str]) -> None:
+        self._bridge = bridge
+        self._name = name
+        self._capability = capability
+        self._methods = frozenset(methods)
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_") or method not in self._methods:
+            raise AttributeError(
+                f"binding {self._name!r} has no method {method!r}; it offers "
+                f"{sorted(self._methods)}"
+            )
+        bridge, capability = self._bridge, self._capability
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return bridge.call(capability, method, args, kwargs)
+
+        return call
+
+
+def make_fetch(bridge: Bridge, outbound: int) -> Any:
+    """The tenant's global `fetch`: through the host's outbound handler, or refused."""
+
+    def fetch(
+        url: str, method: str = "GET", headers: Any = None, body: object = None
+    ) -> workers.Response:
+        if not outbound:
+            raise workers.FetchError(
+                "this worker has no outbound access: the host gave it global_outbound=None"
+            )
+        request = workers.Request(url, method=method, headers=headers, body=body)
+        data = protocol.RequestData(
+            method=request.method,
+            url=str(request.url),
+            headers=list(request.headers.items()),
+            body=request.body,
+        )
+        try:
+            status, headers_out, body_out = bridge.call(outbound, "fetch", (data,), {})
+        except workers.BindingError as exc:
+            raise workers.FetchError(str(exc)) from None
+        return workers.Response(body_out, status=status, headers=headers_out)
+
+    return fetch

@@ -1,0 +1,144 @@
+"""A sandbox process: set itself up after fork, then serve one tenant until it is killed.
+
+Runs in the child the zygote just forked, in its only thread (plus ZeroMQ's I/O thread). The set-up
+is one ordered function, `main`:
+
+1. signals back to defaults, file descriptors closed or pointed at /dev/null, random reseeded;
+2. process limits (rlimits, parent-death signal, not dumpable, no_new_privs);
+3. a new ZeroMQ context (a context never crosses a fork), connect, Hello with the host's token,
+   wait for Welcome: the channel lives in a private directory that the dropped uid cannot open,
+   so the connection is made before step 4;
+4. confinement (uid drop, RLIMIT_NPROC, Landlock, seccomp), reported to the host as Ready.
+
+Then the loop: Specialise once, Invoke many. Nothing raises out of the loop: every failure is a
+`Failed` reply. A frame from the host that does not decode ends the process (the host is broken,
+or something impersonates it). The process never returns: it ends with `os._exit`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import NoReturn
+
+import zmq
+
+from runtime import protocol
+from runtime.sandbox import tenant as tenant_code
+from runtime.sandbox.bridge import Bridge
+from sandbox_policy import proxies
+from sandbox_policy.hardening import PreparedHardening
+from sandbox_policy.policy import Policy
+
+HANDSHAKE_TIMEOUT_MS = 10_000
+
+
+def main(
+    request: protocol.ForkRequest,
+    hardening: PreparedHardening,
+    policy: Policy,
+    close_fds: tuple[int, ...] = (),
+) -> NoReturn:
+    status = 0
+    try:
+        _reset_process(close_fds)
+        hardening.apply_process_limits()
+        context = zmq.Context(io_threads=1)
+        socket = _connect(context, request)
+        report = hardening.apply_confinement()
+        socket.send(
+            protocol.encode(
+                protocol.Ready(
+                    active_layers=list(report.active),
+                    unavailable=[(layer, reason) for layer, reason in report.unavailable],
+                )
+            )
+        )
+        serve(socket, policy)
+    except BaseException:
+        status = 70
+    os._exit(status)
+
+
+def _reset_process(close_fds: tuple[int, ...]) -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the host, which decides
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for fd in close_fds:
+        os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the zygote's pipes to the host are never the tenant's
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    proxies.reseed()
+
+
+def _connect(context: zmq.Context[zmq.Socket[bytes]], request: protocol.ForkRequest) -> zmq.Socket[bytes]:
+    socket = context.socket(zmq.PAIR)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(request.endpoint)
+    socket.send(protocol.encode(protocol.Hello(token=request.token, pid=os.getpid())))
+    if not socket.poll(HANDSHAKE_TIMEOUT_MS):
+        os._exit(71)
+    if not isinstance(protocol.to_sandbox.decode(socket.recv()), protocol.Welcome):
+        os._exit(72)
+    return socket
+
+
+def serve(socket: zmq.Socket[bytes], policy: Policy) -> NoReturn:
+    bridge = Bridge(socket, policy.max_log_bytes)
+    code: tenant_code.TenantCode | None = None
+    while True:
+        try:
+            message = protocol.to_sandbox.decode(socket.recv())
+        except Exception:
+            os._exit(73)
+        if isinstance(message, protocol.Invoke):
+            bridge.send(_invoke(code, message))
+        elif isinstance(message, protocol.Specialise):
+            code, reply = _specialise(code, message, policy, bridge)
+            bridge.send(reply)
+            if reply.error is not None:
+                os._exit(0)  # a tenant whose modules fail to import is of no further use
+
+
+def _specialise(
+    current: tenant_code.TenantCode | None,
+    message: protocol.Specialise,
+    policy: Policy,
+    bridge: Bridge,
+) -> tuple[tenant_code.TenantCode | None, protocol.Specialised]:
+    if current is not None:  # one tenant for the whole life of a sandbox
+        return current, protocol.Specialised(
+            error=protocol.ErrorInfo(
+                kind="protocol", type_name="RuntimeError", message="sandbox already specialised"
+            )
+        )
+    files = frozenset(f"{m.name}.py" for m in message.modules)
+    try:
+        return tenant_code.TenantCode(message, policy, bridge), protocol.Specialised()
+    except Exception as exc:
+        return None, protocol.Specialised(error=tenant_code.error_info("specialise", exc, files))
+
+
+def _invoke(
+    code: tenant_code.TenantCode | None, message: protocol.Invoke
+) -> protocol.Returned | protocol.Failed:
+    if code is None:
+        return protocol.Failed(
+            request_id=message.request_id,
+            error=protocol.ErrorInfo(
+                kind="protocol", type_name="RuntimeError", message="sandbox not specialised"
+            ),
+        )
+    try:
+        return protocol.Returned(request_id=message.request_id, value=code.invoke(message))
+    except tenant_code.TenantFailure as failure:
+        return protocol.Failed(request_id=message.request_id, error=failure.info)
+    except Exception as exc:  # a bug of ours, reported rather than raised
+        return protocol.Failed(
+            request_id=message.request_id,
+            error=protocol.ErrorInfo(kind="internal", type_name=type(exc).__name__, message=str(exc)),
+        )

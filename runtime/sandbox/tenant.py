@@ -1,0 +1,179 @@
+"""One tenant's code inside its sandbox: its modules, its env, its entrypoints.
+
+Runs inside a sandbox, in its only thread, after the sandbox was specialised for one tenant. It
+executes the host-compiled modules (lazily, on import), instantiates an entrypoint per invocation,
+and turns what tenant code returns into plain data within the policy's budget, so that no tenant
+object ever reaches the host.
+
+Nothing raises out of here to the loop: every failure is an `ErrorInfo` with a kind from the
+protocol's closed list and the tenant's own traceback lines (runtime frames are left out).
+"""
+
+from __future__ import annotations
+
+import marshal
+import traceback
+import types
+from typing import Any
+
+import msgspec
+
+from runtime import protocol
+from runtime.sandbox import workers
+from runtime.sandbox.bridge import BindingStub, Bridge, make_fetch
+from sandbox_policy.namespace import TenantNamespace
+from sandbox_policy.policy import Policy
+
+
+class TenantFailure(Exception):
+    """Carries an ErrorInfo from deep inside an invocation to the loop."""
+
+    def __init__(self, info: protocol.ErrorInfo) -> None:
+        self.info = info
+
+
+def error_info(kind: str, exc: BaseException, tenant_files: frozenset[str]) -> protocol.ErrorInfo:
+    """Describe `exc` as data; keep only frames of the tenant's own files."""
+    lines: list[str] = []
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename in tenant_files:
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    try:
+        message = str(exc)
+    except Exception:  # a tenant __str__ that raises must not break the report
+        message = "<exception message could not be rendered>"
+    name = type(exc).__name__
+    if lines:
+        lines.insert(0, "Traceback (most recent call last):")
+    lines.append(f"{name}: {message}" if message else name)
+    return protocol.ErrorInfo(kind=kind, type_name=name, message=message, traceback=lines)
+
+
+class TenantCode:
+    def __init__(self, spec: protocol.Specialise, policy: Policy, bridge: Bridge) -> None:
+        self.tenant_id = spec.tenant_id
+        self.policy = policy
+        self.bridge = bridge
+        self.sources = {m.name: m for m in spec.modules}
+        self.files = frozenset(f"{m.name}.py" for m in spec.modules)
+        self.loaded: dict[str, types.ModuleType] = {}
+        console = workers.Console(bridge.log)
+        self.api = workers.WorkersModule(console, make_fetch(bridge, spec.outbound))
+        self.namespace = TenantNamespace(
+            policy,
+            import_tenant_module=self.import_module,
+            api_modules={"workers": self.api},
+            emit_print=lambda text: bridge.log("info", text),
+        )
+        self.env = workers.Env(self._env_entries(spec.env))
+        self.main = self.import_module(spec.main_module)
+        if self.main is None:
+            raise LookupError(f"main module {spec.main_module!r} is not among the modules")
+
+    def _env_entries(self, entries: list[protocol.EnvEntry]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for entry in entries:
+            if entry.kind == "data":
+                out[entry.name] = protocol.decode_plain(entry.value)
+            else:
+                out[entry.name] = BindingStub(
+                    self.bridge, entry.name, entry.capability, entry.methods
+                )
+        return out
+
+    def import_module(self, name: str) -> types.ModuleType | None:
+        module = self.loaded.get(name)
+        if module is not None:
+            return module
+        spec = self.sources.get(name)
+        if spec is None:
+            return None
+        module = types.ModuleType(name)
+        self.loaded[name] = module  # before exec, so that a circular import sees it
+        module.__dict__.update(self.namespace.module_globals(name))
+        exec(marshal.loads(spec.code), module.__dict__)
+        return module
+
+    # --- invocation ------------------------------------------------------------------------------
+
+    def invoke(self, message: protocol.Invoke) -> bytes:
+        """Run one call; return msgpack of the plain result or raise TenantFailure."""
+        self.bridge.reset_budget()
+        args, kwargs = protocol.decode_plain(message.args)
+        target = self._target(message)
+        if message.method == "fetch":
+            method, url, headers, body = args[0]
+            args = [workers.Request(url, method=method, headers=headers, body=body)]
+            if isinstance(target, types.FunctionType):  # module-level fetch(request, env, ctx)
+                args += [self.env, workers.Context(protocol.decode_plain(message.props))]
+        try:
+            result = target(*args, **kwargs)
+        except Exception as exc:
+            raise TenantFailure(error_info("tenant", exc, self.files)) from None
+        return self._plain(result, message.method == "fetch")
+
+    def _target(self, message: protocol.Invoke) -> Any:
+        name = message.entrypoint or "Default"
+        cls = getattr(self.main, name, None)
+        if isinstance(cls, type):
+            if message.method.startswith("_"):
+                raise self._missing(f"method {message.method!r} is private to the entrypoint")
+            ctx = workers.Context(protocol.decode_plain(message.props))
+            try:
+                instance = cls(ctx, self.env)
+            except Exception as exc:
+                raise TenantFailure(error_info("tenant", exc, self.files)) from None
+            method = getattr(instance, message.method, None)
+            if not callable(method):
+                raise self._missing(f"entrypoint {name!r} has no method {message.method!r}")
+            return method
+        if message.entrypoint is None and message.method == "fetch":
+            fetch = getattr(self.main, "fetch", None)
+            if isinstance(fetch, types.FunctionType):
+                return fetch
+        raise self._missing(
+            f"no entrypoint {name!r} in module {self.main.__name__!r}: define class {name}"
+            + (" or a module-level fetch(request, env, ctx)" if message.entrypoint is None else "")
+        )
+
+    def _missing(self, message: str) -> TenantFailure:
+        return TenantFailure(
+            protocol.ErrorInfo(kind="entrypoint", type_name="LookupError", message=message)
+        )
+
+    def _plain(self, result: object, is_fetch: bool) -> bytes:
+        try:
+            if is_fetch:
+                if not isinstance(result, workers.Response):
+                    raise TypeError(
+                        f"fetch() must return a workers.Response, got {type(result).__name__}"
+                    )
+                data: object = protocol.ResponseData(
+                    status=result.status,
+                    headers=[(str(k), str(v)) for k, v in result.headers.items()],
+                    body=bytes(result.body),
+                )
+            else:
+                data = result
+            payload = protocol.encode(data)
+        except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
+            raise TenantFailure(
+                protocol.ErrorInfo(
+                    kind="result",
+                    type_name=type(exc).__name__,
+                    message=f"the result is not plain data (dict, list, str, bytes, int, float, "
+                    f"bool, None): {exc}",
+                )
+            ) from None
+        if len(payload) > self.policy.max_result_bytes:
+            raise TenantFailure(
+                protocol.ErrorInfo(
+                    kind="result",
+                    type_name="ValueError",
+                    message=f"the result is {len(payload)} bytes, over the policy's "
+                    f"max_result_bytes={self.policy.max_result_bytes}",
+                )
+            )
+        return payload

@@ -1,0 +1,309 @@
+"""The Supervisor: the embeddable host of dynworkers.
+
+Host side; an async context manager that runs on the caller's event loop. It owns the zygote, the
+pool, the KV store, the compile cache and the loader, and is the loader's dispatcher: each stub
+call becomes `invoke`, which takes the tenant's sandbox from the pool (warm) or specialises a spare
+(cold), sends the call, and waits for the reply within the deadline.
+
+Failures reach the caller typed (see runtime.errors) and stay with the tenant that caused them: a
+deadline kills only that sandbox, a crash fails only the calls pending on it, and the next call
+rehydrates the tenant in a fresh sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq.asyncio
+
+from loader import CompileCache, CompiledWorker, WorkerLoader
+from runtime import protocol
+from runtime.bindings import KVBinding, ServiceBinding
+from runtime.errors import (
+    EntrypointNotFound,
+    ResultError,
+    SandboxCrashed,
+    SandboxTimeout,
+    SupervisorClosed,
+    TenantError,
+)
+from runtime.handle import SandboxHandle
+from runtime.kv import KVStore
+from runtime.metrics import PoolMetrics
+from runtime.pool import Pool
+from runtime.zygote_client import ZygoteClient
+from sandbox_policy import Policy, PolicyError
+
+log = logging.getLogger("dynworkers.supervisor")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    #: Where the KV database and the compile cache live.
+    state_dir: str | Path = ".dynworkers"
+    #: Most sandboxes specialised at once; the least recently used is evicted past it.
+    max_sandboxes: int = 64
+    #: Blank sandboxes kept booted ahead of need.
+    spares: int = 2
+    #: Seconds a sandbox may sit unused before it is evicted.
+    idle_ttl: float = 300.0
+    #: Resident memory ceiling per sandbox, in MiB (checked every `sweep_interval`).
+    memory_limit_mb: int = 256
+    #: Seconds an invocation may run before its sandbox is killed.
+    deadline: float = 30.0
+    #: Seconds a spare may take to fork, connect and confine itself.
+    boot_timeout: float = 10.0
+    sweep_interval: float = 1.0
+    max_concurrent_boots: int = 4
+    #: Loaded workers kept by `loader.get`.
+    max_workers: int = 4096
+    policy: Policy = field(default_factory=Policy.default)
+
+    def __post_init__(self) -> None:
+        if self.max_sandboxes < 1:
+            raise PolicyError("SupervisorConfig.max_sandboxes must be >= 1")
+        if self.spares < 0:
+            raise PolicyError("SupervisorConfig.spares must be >= 0")
+        for name in ("idle_ttl", "deadline", "boot_timeout", "sweep_interval"):
+            if getattr(self, name) <= 0:
+                raise PolicyError(f"SupervisorConfig.{name} must be > 0")
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig | None = None) -> None:
+        self.config = config or SupervisorConfig()
+        self.state_dir = Path(self.config.state_dir)
+        self.metrics = PoolMetrics()
+        self.cache = CompileCache(None)
+        self.loader = WorkerLoader(self, self.config.policy, self.cache, self.config.max_workers)
+        self._context: zmq.asyncio.Context | None = None
+        self._zygote: ZygoteClient | None = None
+        self._pool: Pool | None = None
+        self._kv: KVStore | None = None
+        self._run_dir: str | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self.closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cache.directory = self.state_dir / "compile-cache"
+        self.cache.directory.mkdir(exist_ok=True)
+        self._kv = KVStore(self.state_dir / "kv.db")
+        # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
+        self._run_dir = tempfile.mkdtemp(prefix="dw-")
+        self._context = zmq.asyncio.Context()
+        self._zygote = ZygoteClient(self.config.policy, self._on_exit, self._on_zygote_lost)
+        self._pool = Pool(
+            zygote=self._zygote,
+            context=self._context,
+            run_dir=self._run_dir,
+            max_sandboxes=self.config.max_sandboxes,
+            spares=self.config.spares,
+            boot_timeout=self.config.boot_timeout,
+            max_frame=self.config.policy.max_result_bytes,
+            max_concurrent_boots=self.config.max_concurrent_boots,
+            metrics=self.metrics,
+        )
+        try:
+            await self._zygote.start()
+        except BaseException:
+            await self.close()
+            raise
+        self._pool.replenish()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self._started = time.monotonic()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._pool is not None:
+            await self._pool.close()
+        if self._zygote is not None:
+            await self._zygote.close()
+        if self._context is not None:
+            self._context.destroy(linger=0)
+        if self._kv is not None:
+            self._kv.close()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _on_exit(self, exited: protocol.Exited) -> None:
+        if self._pool is not None:
+            self._pool.on_exit(exited)
+
+    def _on_zygote_lost(self) -> None:
+        log.error("the zygote died; its sandboxes are gone; the next boot restarts it")
+        if self._pool is not None:
+            self._pool.on_zygote_lost()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            assert self._pool is not None
+            self._pool.sweep(self.config.idle_ttl)
+            self._pool.replenish()
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None or self.closed:
+            raise SupervisorClosed("the supervisor is not running: use `async with Supervisor(...)`")
+        return self._pool
+
+    # --- bindings --------------------------------------------------------------------------------
+
+    def kv(self, namespace: str) -> KVBinding:
+        """A KV namespace binding; each tenant that holds it sees only its own keys."""
+        if self._kv is None:
+            raise SupervisorClosed("start the supervisor before creating bindings")
+        return KVBinding(self._kv, namespace)
+
+    def service(self, cls: type, props: dict[str, Any] | None = None) -> ServiceBinding:
+        """A binding to the public methods of a host class, instantiated with these props."""
+        return ServiceBinding(cls, props)
+
+    # --- dispatch --------------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        worker: CompiledWorker,
+        entrypoint: str | None,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        props: Any,
+    ) -> Any:
+        """Run one call in the worker's sandbox; the loader's stubs call this."""
+        pool = self.pool
+        try:
+            payload = protocol.encode([args, kwargs])
+            props_payload = protocol.encode(props)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise TypeError(f"arguments and props must be plain data: {exc}") from None
+        timeout = worker.limits.deadline or self.config.deadline
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            handle, cold = await pool.acquire(worker, deadline)
+            if cold:
+                limit = worker.limits.memory_mb or self.config.memory_limit_mb
+                handle.memory_limit = limit * MiB
+            try:
+                async with handle.lock:
+                    if not handle.alive:
+                        continue  # it died before our turn came: rehydrate
+                    handle.invocations += 1
+                    future = handle.channel.request(
+                        lambda request_id: protocol.Invoke(
+                            request_id=request_id,
+                            entrypoint=entrypoint,
+                            method=method,
+                            args=payload,
+                            props=props_payload,
+                        )
+                    )
+                    reply = await self._wait(pool, handle, future, deadline - loop.time(), timeout)
+            finally:
+                await pool.release(handle)
+            return self._result(handle, reply)
+
+    async def _wait(
+        self,
+        pool: Pool,
+        handle: SandboxHandle,
+        future: asyncio.Future[protocol.Message],
+        remaining: float,
+        timeout: float,
+    ) -> protocol.Message:
+        try:
+            return await asyncio.wait_for(future, max(remaining, 0.0))
+        except TimeoutError:
+            error = SandboxTimeout(
+                handle.tenant_id,
+                f"tenant {handle.tenant_id!r} did not answer within its {timeout:g} s deadline; "
+                "its sandbox was killed and the next call starts a fresh one",
+            )
+            pool.evict(handle, "deadline", error)
+            raise error from None
+
+    def _result(self, handle: SandboxHandle, reply: protocol.Message) -> Any:
+        tenant = handle.tenant_id or "?"
+        if isinstance(reply, protocol.Returned):
+            try:
+                return protocol.decode_plain(reply.value)
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                self.pool.evict(handle, "protocol")
+                raise SandboxCrashed(tenant, f"tenant {tenant!r} sent an undecodable result: {exc}") from None
+        assert isinstance(reply, protocol.Failed)
+        error = reply.error
+        kinds: dict[str, type[TenantError]] = {
+            "entrypoint": EntrypointNotFound,
+            "result": ResultError,
+        }
+        raise kinds.get(error.kind, TenantError)(
+            tenant, error.type_name, error.message, error.traceback
+        )
+
+    # --- inspection ------------------------------------------------------------------------------
+
+    def evict(self, tenant_id: str, reason: str = "manual") -> bool:
+        """End the tenant's sandbox, if it has one; its next call rehydrates it."""
+        handle = self.pool.active.get(tenant_id)
+        if handle is None:
+            return False
+        self.pool.evict(handle, reason)
+        return True
+
+    def sandbox_pid(self, tenant_id: str) -> int | None:
+        handle = self.pool.active.get(tenant_id)
+        return handle.pid if handle is not None and handle.alive else None
+
+    def stats(self) -> dict[str, Any]:
+        pool = self.pool
+        return {
+            "pool": {
+                "size": len(pool.active),
+                "max_sandboxes": pool.max_sandboxes,
+                "spares": len(pool.spares),
+                "booting": pool.booting,
+            },
+            **self.metrics.snapshot(),
+            "hardening": {
+                "active": list(pool.layers),
+                "unavailable": [list(pair) for pair in pool.unavailable],
+            },
+            "loader": {
+                "workers": len(self.loader.workers),
+                "callbacks_run": self.loader.callbacks_run,
+                "compile_cache": {
+                    "hits": self.cache.hits,
+                    "disk_hits": self.cache.disk_hits,
+                    "misses": self.cache.misses,
+                },
+            },
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
