@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
-import zmq.asyncio
 
 from runtime import protocol
 
@@ -32,7 +31,7 @@ FRAME_SLACK = 1 << 20
 class Channel:
     def __init__(
         self,
-        context: zmq.asyncio.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         run_dir: str,
         sandbox_id: int,
         max_frame: int,
@@ -54,10 +53,19 @@ class Channel:
         self.specialised: asyncio.Future[protocol.Specialised] | None = None
         self.next_id = 0
         self.closed = False
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._loop = asyncio.get_running_loop()
+        # ZeroMQ's FD is edge-triggered: it signals "look at EVENTS", so every wake-up drains the
+        # socket, and so does a turn after each send (a send can consume the edge).
+        self._fd = self.socket.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._drain)
 
     def send(self, message: protocol.Message) -> None:
-        self.socket.send(protocol.encode(message), copy=False)
+        try:
+            self.socket.send(protocol.encode(message), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.on_broken("stopped reading its channel (send queue full)")
+            return
+        self._loop.call_soon(self._drain)
 
     def request(self, build: Callable[[int], protocol.Message]) -> asyncio.Future[protocol.Message]:
         """Send the message `build(request_id)` and return the future of its reply."""
@@ -67,11 +75,13 @@ class Channel:
         self.send(build(self.next_id))
         return future
 
-    async def _read(self) -> None:
+    def _drain(self) -> None:
         while not self.closed:
             try:
-                frame = await self.socket.recv(copy=True)
-            except (zmq.ZMQError, asyncio.CancelledError):
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
                 return
             try:
                 message = protocol.from_sandbox.decode(frame)
@@ -110,7 +120,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
-        self._reader.cancel()
+        self._loop.remove_reader(self._fd)
         self.socket.close(linger=0)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

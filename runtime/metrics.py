@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-EVICTION_REASONS = ("capacity", "idle", "memory", "deadline", "crash", "protocol", "shutdown", "redeploy", "manual")
+EVICTION_REASONS = ("capacity", "idle", "memory", "deadline", "crash", "protocol", "shutdown", "redeploy", "specialise", "manual")
 
 
 def percentiles(samples: deque[float] | list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:

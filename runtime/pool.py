@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import psutil
-import zmq.asyncio
+import zmq
 
 from loader import CompiledWorker
 from runtime import protocol
@@ -32,7 +32,6 @@ from runtime.errors import (
     ProtocolError,
     SandboxCrashed,
     SandboxError,
-    SpecialiseError,
     SupervisorClosed,
 )
 from runtime.handle import SandboxHandle
@@ -47,7 +46,7 @@ class Pool:
         self,
         *,
         zygote: ZygoteClient,
-        context: zmq.asyncio.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         run_dir: str,
         max_sandboxes: int,
         spares: int,
@@ -151,7 +150,9 @@ class Pool:
         while self.spares:
             handle = self.spares.popleft()
             if handle.alive:
-                self.replenish()
+                # Replace it once the cold start is under way, not during it: a fork and a bind
+                # on the critical path would add to boot latency on a two-core machine.
+                asyncio.get_running_loop().call_later(0.002, self.replenish)
                 return handle
         handle = await self.boot()
         self.replenish()
@@ -190,6 +191,8 @@ class Pool:
     async def _cold_start(
         self, worker: CompiledWorker, deadline: float, result: asyncio.Future[SandboxHandle]
     ) -> None:
+        """Specialise a spare for the tenant. The caller's Invoke is pipelined behind the
+        Specialise message; a tenant whose modules fail reports it on that Invoke."""
         tenant = worker.worker_id
         started = time.perf_counter()
         try:
@@ -198,30 +201,36 @@ class Pool:
             handle.tenant_id = tenant
             handle.worker = worker
             handle.state = "specialised"
-            handle.channel.specialised = asyncio.get_running_loop().create_future()
+            specialised = asyncio.get_running_loop().create_future()
+            handle.channel.specialised = specialised
             handle.channel.send(handle.specialise_message(worker))
             self.active[tenant] = handle
-            reply = await asyncio.wait_for(handle.channel.specialised, self.boot_timeout)
-            if reply.error is not None:
-                self.evict(handle, "crash")
-                raise SpecialiseError(
-                    tenant, reply.error.type_name, reply.error.message, reply.error.traceback
-                )
         except BaseException as exc:
             if not result.done():
                 result.set_exception(exc)
                 result.exception()
         else:
-            self.metrics.cold += 1
-            self.metrics.boot_latency.append(time.perf_counter() - started)
-            if tenant in self._ever_served:
-                self.metrics.rehydrations += 1
-            self._ever_served[tenant] = None
-            if len(self._ever_served) > 100_000:
-                self._ever_served.popitem(last=False)
+            specialised.add_done_callback(
+                lambda future: self._specialised(handle, future, started)
+            )
             result.set_result(handle)
         finally:
             self._cold.pop(tenant, None)
+
+    def _specialised(
+        self, handle: SandboxHandle, future: asyncio.Future[protocol.Specialised], started: float
+    ) -> None:
+        if future.cancelled() or future.exception() is not None or future.result().error:
+            return  # the caller's Invoke reports the failure; the pool ends the sandbox then
+        tenant = handle.tenant_id
+        assert tenant is not None
+        self.metrics.cold += 1
+        self.metrics.boot_latency.append(time.perf_counter() - started)
+        if tenant in self._ever_served:
+            self.metrics.rehydrations += 1
+        self._ever_served[tenant] = None
+        if len(self._ever_served) > 100_000:
+            self._ever_served.popitem(last=False)
 
     async def _make_room(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()

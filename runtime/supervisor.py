@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import zmq.asyncio
+import zmq
 
 from loader import CompileCache, CompiledWorker, WorkerLoader
 from runtime import protocol
@@ -33,6 +33,7 @@ from runtime.errors import (
     ResultError,
     SandboxCrashed,
     SandboxTimeout,
+    SpecialiseError,
     SupervisorClosed,
     TenantError,
 )
@@ -86,7 +87,7 @@ class Supervisor:
         self.metrics = PoolMetrics()
         self.cache = CompileCache(None)
         self.loader = WorkerLoader(self, self.config.policy, self.cache, self.config.max_workers)
-        self._context: zmq.asyncio.Context | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._zygote: ZygoteClient | None = None
         self._pool: Pool | None = None
         self._kv: KVStore | None = None
@@ -111,7 +112,7 @@ class Supervisor:
         self._kv = KVStore(self.state_dir / "kv.db")
         # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
         self._run_dir = tempfile.mkdtemp(prefix="dw-")
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         self._zygote = ZygoteClient(self.config.policy, self._on_exit, self._on_zygote_lost)
         self._pool = Pool(
             zygote=self._zygote,
@@ -260,9 +261,12 @@ class Supervisor:
                 raise SandboxCrashed(tenant, f"tenant {tenant!r} sent an undecodable result: {exc}") from None
         assert isinstance(reply, protocol.Failed)
         error = reply.error
+        if error.kind == "specialise":
+            self.pool.evict(handle, "specialise")
         kinds: dict[str, type[TenantError]] = {
             "entrypoint": EntrypointNotFound,
             "result": ResultError,
+            "specialise": SpecialiseError,
         }
         raise kinds.get(error.kind, TenantError)(
             tenant, error.type_name, error.message, error.traceback

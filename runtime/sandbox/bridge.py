@@ -94,13 +94,16 @@ class BindingStub:
         return call
 
 
-def make_fetch(bridge: Bridge, outbound: int) -> Any:
-    """The tenant's global `fetch`: through the host's outbound handler, or refused."""
+def make_fetch(bridge: Bridge, outbound: list[int]) -> Any:
+    """The tenant's global `fetch`: through the host's outbound handler, or refused.
+
+    `outbound` holds the handler's capability id (0: none); it is set at specialisation.
+    """
 
     def fetch(
         url: str, method: str = "GET", headers: Any = None, body: object = None
     ) -> workers.Response:
-        if not outbound:
+        if not outbound[0]:
             raise workers.FetchError(
                 "this worker has no outbound access: the host gave it global_outbound=None"
             )
@@ -112,7 +115,7 @@ def make_fetch(bridge: Bridge, outbound: int) -> Any:
             body=request.body,
         )
         try:
-            status, headers_out, body_out = bridge.call(outbound, "fetch", (data,), {})
+            status, headers_out, body_out = bridge.call(outbound[0], "fetch", (data,), {})
         except workers.BindingError as exc:
             raise workers.FetchError(str(exc)) from None
         return workers.Response(body_out, status=status, headers=headers_out)

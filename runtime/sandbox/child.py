@@ -46,6 +46,8 @@ def main(
         context = zmq.Context(io_threads=1)
         socket = _connect(context, request)
         report = hardening.apply_confinement()
+        bridge = Bridge(socket, policy.max_log_bytes)
+        prepared = tenant_code.Prepared(policy, bridge, [0])
         socket.send(
             protocol.encode(
                 protocol.Ready(
@@ -54,7 +56,7 @@ def main(
                 )
             )
         )
-        serve(socket, policy)
+        serve(socket, prepared)
     except BaseException:
         status = 70
     os._exit(status)
@@ -87,28 +89,29 @@ def _connect(context: zmq.Context[zmq.Socket[bytes]], request: protocol.ForkRequ
     return socket
 
 
-def serve(socket: zmq.Socket[bytes], policy: Policy) -> NoReturn:
-    bridge = Bridge(socket, policy.max_log_bytes)
+def serve(socket: zmq.Socket[bytes], prepared: tenant_code.Prepared) -> NoReturn:
+    bridge = prepared.bridge
     code: tenant_code.TenantCode | None = None
+    failure: protocol.ErrorInfo | None = None
     while True:
         try:
             message = protocol.to_sandbox.decode(socket.recv())
         except Exception:
             os._exit(73)
         if isinstance(message, protocol.Invoke):
-            bridge.send(_invoke(code, message))
+            # The host pipelines the first Invoke behind Specialise; if the tenant's modules
+            # failed, every call gets that failure and the host ends this sandbox.
+            bridge.send(_invoke(code, message, failure))
         elif isinstance(message, protocol.Specialise):
-            code, reply = _specialise(code, message, policy, bridge)
+            code, reply = _specialise(code, message, prepared)
+            failure = reply.error
             bridge.send(reply)
-            if reply.error is not None:
-                os._exit(0)  # a tenant whose modules fail to import is of no further use
 
 
 def _specialise(
     current: tenant_code.TenantCode | None,
     message: protocol.Specialise,
-    policy: Policy,
-    bridge: Bridge,
+    prepared: tenant_code.Prepared,
 ) -> tuple[tenant_code.TenantCode | None, protocol.Specialised]:
     if current is not None:  # one tenant for the whole life of a sandbox
         return current, protocol.Specialised(
@@ -118,18 +121,21 @@ def _specialise(
         )
     files = frozenset(f"{m.name}.py" for m in message.modules)
     try:
-        return tenant_code.TenantCode(message, policy, bridge), protocol.Specialised()
+        return tenant_code.TenantCode(message, prepared), protocol.Specialised()
     except Exception as exc:
         return None, protocol.Specialised(error=tenant_code.error_info("specialise", exc, files))
 
 
 def _invoke(
-    code: tenant_code.TenantCode | None, message: protocol.Invoke
+    code: tenant_code.TenantCode | None,
+    message: protocol.Invoke,
+    failure: protocol.ErrorInfo | None,
 ) -> protocol.Returned | protocol.Failed:
     if code is None:
         return protocol.Failed(
             request_id=message.request_id,
-            error=protocol.ErrorInfo(
+            error=failure
+            or protocol.ErrorInfo(
                 kind="protocol", type_name="RuntimeError", message="sandbox not specialised"
             ),
         )

@@ -51,26 +51,47 @@ def error_info(kind: str, exc: BaseException, tenant_files: frozenset[str]) -> p
     return protocol.ErrorInfo(kind=kind, type_name=name, message=message, traceback=lines)
 
 
-class TenantCode:
-    def __init__(self, spec: protocol.Specialise, policy: Policy, bridge: Bridge) -> None:
-        self.tenant_id = spec.tenant_id
+class Prepared:
+    """Everything a sandbox needs before it knows its tenant, built while it is a spare.
+
+    Building the namespace and the API objects touches a few hundred kilobytes of copy-on-write
+    memory; doing it here keeps that cost off the cold path.
+    """
+
+    def __init__(self, policy: Policy, bridge: Bridge, outbound: list[int]) -> None:
         self.policy = policy
         self.bridge = bridge
-        self.sources = {m.name: m for m in spec.modules}
-        self.files = frozenset(f"{m.name}.py" for m in spec.modules)
-        self.loaded: dict[str, types.ModuleType] = {}
+        self.outbound = outbound  # filled in at specialisation; read by fetch at call time
+        self.tenant: TenantCode | None = None
         console = workers.Console(bridge.log)
-        self.api = workers.WorkersModule(console, make_fetch(bridge, spec.outbound))
+        self.api = workers.WorkersModule(console, make_fetch(bridge, outbound))
         self.namespace = TenantNamespace(
             policy,
-            import_tenant_module=self.import_module,
+            import_tenant_module=self._import,
             api_modules={"workers": self.api},
             emit_print=lambda text: bridge.log("info", text),
         )
+
+    def _import(self, name: str) -> types.ModuleType | None:
+        return self.tenant.import_module(name) if self.tenant is not None else None
+
+
+class TenantCode:
+    def __init__(self, spec: protocol.Specialise, prepared: Prepared) -> None:
+        self.tenant_id = spec.tenant_id
+        self.policy = prepared.policy
+        self.bridge = prepared.bridge
+        self.namespace = prepared.namespace
+        self.sources = {m.name: m for m in spec.modules}
+        self.files = frozenset(f"{m.name}.py" for m in spec.modules)
+        self.loaded: dict[str, types.ModuleType] = {}
+        prepared.outbound[0] = spec.outbound
+        prepared.tenant = self
         self.env = workers.Env(self._env_entries(spec.env))
-        self.main = self.import_module(spec.main_module)
-        if self.main is None:
+        main = self.import_module(spec.main_module)
+        if main is None:
             raise LookupError(f"main module {spec.main_module!r} is not among the modules")
+        self.main = main
 
     def _env_entries(self, entries: list[protocol.EnvEntry]) -> dict[str, object]:
         out: dict[str, object] = {}
