@@ -30,7 +30,9 @@ class Binding:
     kind: str = "binding"
     methods: frozenset[str] = frozenset()
 
-    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         raise NotImplementedError
 
 
@@ -45,7 +47,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.deadline is not None and not 0 < self.deadline <= 3600:
-            raise InvalidWorkerCode(f"Limits.deadline must be in (0, 3600] seconds, got {self.deadline}")
+            raise InvalidWorkerCode(
+                f"Limits.deadline must be in (0, 3600] seconds, got {self.deadline}"
+            )
         if self.memory_mb is not None and self.memory_mb < 16:
             raise InvalidWorkerCode(f"Limits.memory_mb must be >= 16, got {self.memory_mb}")
 
@@ -70,14 +74,18 @@ class WorkerCode:
             if name in RESERVED_MODULES:
                 raise InvalidWorkerCode(f"module name {name!r} is reserved by the runtime")
             if not isinstance(source, str):
-                raise InvalidWorkerCode(f"module {name!r}: source must be str, got {type(source).__name__}")
+                raise InvalidWorkerCode(
+                    f"module {name!r}: source must be str, got {type(source).__name__}"
+                )
         if self.main_module not in self.modules:
             raise InvalidWorkerCode(
                 f"main_module {self.main_module!r} is not among the modules {sorted(self.modules)}"
             )
         for key in self.env:
             if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
-                raise InvalidWorkerCode(f"env name {key!r} must be an identifier without a leading _")
+                raise InvalidWorkerCode(
+                    f"env name {key!r} must be an identifier without a leading _"
+                )
         if self.global_outbound is not None and not callable(self.global_outbound):
             raise InvalidWorkerCode("global_outbound must be None or a callable")
         if self.limits is not None and not isinstance(self.limits, Limits):

@@ -49,10 +49,14 @@ def compile_worker(
 ) -> CompiledWorker:
     errors: list[tuple[str, int | None, str]] = []
     if len(code.modules) > policy.max_modules:
-        errors.append(("*", None, f"{len(code.modules)} modules, over the limit of {policy.max_modules}"))
+        errors.append(
+            ("*", None, f"{len(code.modules)} modules, over the limit of {policy.max_modules}")
+        )
     total = sum(len(source.encode("utf-8", "surrogatepass")) for source in code.modules.values())
     if total > policy.max_total_bytes:
-        errors.append(("*", None, f"{total} bytes of source, over the limit of {policy.max_total_bytes}"))
+        errors.append(
+            ("*", None, f"{total} bytes of source, over the limit of {policy.max_total_bytes}")
+        )
     if errors:
         raise CompileError(worker_id, errors)
     compiled: list[CompiledModule] = []

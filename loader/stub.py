@@ -72,7 +72,11 @@ class EntrypointStub:
         body: str | bytes | None = None,
     ) -> FetchResponse:
         status, header_pairs, payload = await self._dispatcher.invoke(
-            self._worker, self._name, "fetch", _request_args(url, method, headers, body), {},
+            self._worker,
+            self._name,
+            "fetch",
+            _request_args(url, method, headers, body),
+            {},
             self._props,
         )
         return FetchResponse(status, dict(header_pairs), payload)

@@ -17,7 +17,6 @@ import inspect
 import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Union
 
 from loader.cache import CompileCache
 from loader.code import WorkerCode
@@ -26,7 +25,7 @@ from loader.errors import InvalidWorkerCode
 from loader.stub import Dispatcher, WorkerStub
 from sandbox_policy import Policy
 
-Callback = Callable[[], Union[WorkerCode, Awaitable[WorkerCode]]]
+Callback = Callable[[], WorkerCode | Awaitable[WorkerCode]]
 
 _anonymous = itertools.count(1)
 
@@ -45,7 +44,9 @@ class WorkerLoader:
 
     async def get(self, worker_id: str, callback: Callback) -> WorkerStub:
         if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 256:
-            raise InvalidWorkerCode(f"worker id must be a non-empty str of <= 256 chars, got {worker_id!r}")
+            raise InvalidWorkerCode(
+                f"worker id must be a non-empty str of <= 256 chars, got {worker_id!r}"
+            )
         stub = self.workers.get(worker_id)
         if stub is not None:
             self.workers.move_to_end(worker_id)

@@ -32,7 +32,9 @@ class KVBinding(Binding):
         self.store = store
         self.namespace = namespace
 
-    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         operation = getattr(self.store, method)
         return operation(tenant_id, self.namespace, *args, **kwargs)
 
@@ -72,7 +74,9 @@ class ServiceBinding(Binding):
         self.props = dict(props or {})
         self.methods = public_methods(cls)
 
-    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         instance = self.cls(ServiceContext(tenant_id=tenant_id, props=dict(self.props)))
         result = getattr(instance, method)(*args, **kwargs)
         if inspect.isawaitable(result):
@@ -108,10 +112,15 @@ class OutboundBinding(Binding):
     def __init__(self, handler: Callable[[OutboundRequest], Any]) -> None:
         self.handler = handler
 
-    async def call(self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         method_, url, headers, body = args[0]
         request = OutboundRequest(
-            method=str(method_), url=str(url), headers=dict(headers), body=bytes(body),
+            method=str(method_),
+            url=str(url),
+            headers=dict(headers),
+            body=bytes(body),
             tenant_id=tenant_id,
         )
         response = self.handler(request)

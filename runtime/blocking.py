@@ -27,7 +27,9 @@ class BlockingSupervisor:
 
     def __init__(self, config: SupervisorConfig | None = None) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="dynworkers", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="dynworkers", daemon=True
+        )
         self._thread.start()
         self.supervisor = Supervisor(config)
         self.loader = BlockingLoader(self)
@@ -82,7 +84,9 @@ class BlockingLoader:
         return BlockingWorker(self._owner, stub)
 
     def load(self, code: WorkerCode) -> BlockingWorker:
-        return BlockingWorker(self._owner, self._owner.run(self._owner.supervisor.loader.load(code)))
+        return BlockingWorker(
+            self._owner, self._owner.run(self._owner.supervisor.loader.load(code))
+        )
 
 
 class BlockingWorker:

@@ -23,7 +23,7 @@ from loader import WorkerCode
 from runtime.supervisor import Supervisor, SupervisorConfig
 
 DEMO_TENANTS = {
-    "counter": '''
+    "counter": """
 from workers import WorkerEntrypoint, Response
 
 class Default(WorkerEntrypoint):
@@ -31,15 +31,15 @@ class Default(WorkerEntrypoint):
         n = (self.env.KV.get("hits") or 0) + 1
         self.env.KV.put("hits", n)
         return Response.json({"tenant": "counter", "hits": n})
-''',
-    "greeter": '''
+""",
+    "greeter": """
 from workers import Response, console
 
 def fetch(request, env, ctx):
     console.log("greeting", request.url)
     return Response("hello from " + env.NAME)
-''',
-    "primes": '''
+""",
+    "primes": """
 from workers import WorkerEntrypoint, Response
 
 def primes(limit):
@@ -52,7 +52,7 @@ def primes(limit):
 class Default(WorkerEntrypoint):
     def fetch(self, request):
         return Response.json({"primes_below_200": len(primes(200))})
-''',
+""",
 }
 
 
@@ -80,7 +80,9 @@ async def demo(state_dir: str, warm_calls: int) -> int:
             samples.sort()
             p50 = samples[len(samples) // 2] * 1e6
             p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6
-            print(f"{tenant:<10} {cold * 1e3:>9.2f} {p50:>12.0f} {p99:>12.0f}  {response.text()[:60]}")
+            print(
+                f"{tenant:<10} {cold * 1e3:>9.2f} {p50:>12.0f} {p99:>12.0f}  {response.text()[:60]}"
+            )
         print(json.dumps(supervisor.stats(), indent=2))
     return 0
 
@@ -88,7 +90,9 @@ async def demo(state_dir: str, warm_calls: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynworkers", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="load a few tenants and print dispatch latencies")
+    demo_parser = commands.add_parser(
+        "demo", help="load a few tenants and print dispatch latencies"
+    )
     demo_parser.add_argument("--state-dir", default=".dynworkers")
     demo_parser.add_argument("--warm-calls", type=int, default=200)
     bench = commands.add_parser("bench", help="run a benchmark")

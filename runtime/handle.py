@@ -24,7 +24,12 @@ from runtime.channel import Channel
 from runtime.errors import CapabilityError
 
 tenant_log = logging.getLogger("dynworkers.tenant")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class SandboxHandle:
@@ -60,7 +65,9 @@ class SandboxHandle:
 
     def specialise_message(self, worker: CompiledWorker) -> protocol.Specialise:
         """Grant the worker's bindings in this sandbox's table and describe it for the sandbox."""
-        env = [protocol.EnvEntry(name=name, kind="data", value=value) for name, value in worker.data]
+        env = [
+            protocol.EnvEntry(name=name, kind="data", value=value) for name, value in worker.data
+        ]
         for name, binding in worker.bindings:
             env.append(
                 protocol.EnvEntry(
@@ -76,7 +83,10 @@ class SandboxHandle:
         return protocol.Specialise(
             tenant_id=worker.worker_id,
             main_module=worker.main_module,
-            modules=[protocol.ModuleCode(name=m.name, source=m.source, code=m.code) for m in worker.modules],
+            modules=[
+                protocol.ModuleCode(name=m.name, source=m.source, code=m.code)
+                for m in worker.modules
+            ],
             env=env,
             outbound=outbound,
         )

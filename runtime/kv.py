@@ -63,7 +63,9 @@ class KVStore:
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValueError(f"a KV value must be plain data: {exc}") from None
         if len(blob) > MAX_VALUE_BYTES:
-            raise ValueError(f"a KV value is at most {MAX_VALUE_BYTES} bytes encoded, got {len(blob)}")
+            raise ValueError(
+                f"a KV value is at most {MAX_VALUE_BYTES} bytes encoded, got {len(blob)}"
+            )
         self.db.execute(
             "INSERT OR REPLACE INTO kv (tenant, namespace, key, value) VALUES (?, ?, ?, ?)",
             (tenant, namespace, self._key(key), blob),
@@ -76,7 +78,9 @@ class KVStore:
         )
         return cursor.rowcount > 0
 
-    def list(self, tenant: str, namespace: str, prefix: object = "", limit: object = MAX_LIST) -> list[str]:
+    def list(
+        self, tenant: str, namespace: str, prefix: object = "", limit: object = MAX_LIST
+    ) -> list[str]:
         if not isinstance(prefix, str):
             raise ValueError("a KV list prefix must be a str")
         if not isinstance(limit, int) or not 0 < limit <= MAX_LIST:

@@ -10,10 +10,23 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-EVICTION_REASONS = ("capacity", "idle", "memory", "deadline", "crash", "protocol", "shutdown", "redeploy", "specialise", "manual")
+EVICTION_REASONS = (
+    "capacity",
+    "idle",
+    "memory",
+    "deadline",
+    "crash",
+    "protocol",
+    "shutdown",
+    "redeploy",
+    "specialise",
+    "manual",
+)
 
 
-def percentiles(samples: deque[float] | list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:
+def percentiles(
+    samples: deque[float] | list[float], points: tuple[float, ...] = (50, 90, 99)
+) -> dict[str, float]:
     if not samples:
         return {f"p{int(p)}": 0.0 for p in points}
     ordered = sorted(samples)

@@ -171,7 +171,11 @@ class Pool:
             raise SupervisorClosed("the supervisor is closed")
         tenant = worker.worker_id
         handle = self.active.get(tenant)
-        if handle is not None and handle.worker is not None and handle.worker.version != worker.version:
+        if (
+            handle is not None
+            and handle.worker is not None
+            and handle.worker.version != worker.version
+        ):
             self._retire(handle)  # a redeploy: new calls go to a fresh sandbox with the new code
             handle = None
         if handle is not None and handle.alive:
@@ -210,9 +214,7 @@ class Pool:
                 result.set_exception(exc)
                 result.exception()
         else:
-            specialised.add_done_callback(
-                lambda future: self._specialised(handle, future, started)
-            )
+            specialised.add_done_callback(lambda future: self._specialised(handle, future, started))
             result.set_result(handle)
         finally:
             self._cold.pop(tenant, None)
@@ -315,7 +317,9 @@ class Pool:
             if handle.alive:
                 self.metrics.evictions["crash"] += 1
                 self._end(
-                    handle, "crash", kill=False,
+                    handle,
+                    "crash",
+                    kill=False,
                     error=SandboxCrashed(handle.tenant_id, "the zygote died, taking its sandboxes"),
                 )
         self.handles.clear()
@@ -359,7 +363,9 @@ class Pool:
             if handle.alive:
                 self.metrics.evictions["shutdown"] += 1
                 self._end(
-                    handle, "shutdown", kill=True,
+                    handle,
+                    "shutdown",
+                    kill=True,
                     error=SupervisorClosed("the supervisor shut down during the call"),
                 )
         self.spares.clear()

@@ -172,7 +172,9 @@ class Supervisor:
     @property
     def pool(self) -> Pool:
         if self._pool is None or self.closed:
-            raise SupervisorClosed("the supervisor is not running: use `async with Supervisor(...)`")
+            raise SupervisorClosed(
+                "the supervisor is not running: use `async with Supervisor(...)`"
+            )
         return self._pool
 
     # --- bindings --------------------------------------------------------------------------------
@@ -258,7 +260,9 @@ class Supervisor:
                 return protocol.decode_plain(reply.value)
             except (msgspec.DecodeError, ValueError, RecursionError) as exc:
                 self.pool.evict(handle, "protocol")
-                raise SandboxCrashed(tenant, f"tenant {tenant!r} sent an undecodable result: {exc}") from None
+                raise SandboxCrashed(
+                    tenant, f"tenant {tenant!r} sent an undecodable result: {exc}"
+                ) from None
         assert isinstance(reply, protocol.Failed)
         error = reply.error
         if error.kind == "specialise":

@@ -13,6 +13,7 @@ die with it through their parent-death signal), and the next `fork` starts a new
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -113,9 +114,12 @@ class ZygoteClient:
                     future.set_result(message.pid)
             elif isinstance(message, protocol.Exited):
                 self.on_exit(message)
-            elif isinstance(message, protocol.ZygoteReady):
-                if self._ready_future is not None and not self._ready_future.done():
-                    self._ready_future.set_result(message)
+            elif (
+                isinstance(message, protocol.ZygoteReady)
+                and self._ready_future is not None
+                and not self._ready_future.done()
+            ):
+                self._ready_future.set_result(message)
 
     def _lost(self, why: str) -> None:
         loop = asyncio.get_running_loop()
@@ -146,10 +150,8 @@ class ZygoteClient:
 
     def kill(self, sandbox_id: int) -> None:
         if self.alive:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 self._write(protocol.frame(protocol.Kill(sandbox_id=sandbox_id)))
-            except (BrokenPipeError, OSError):
-                pass
 
     async def close(self) -> None:
         """Close the zygote's stdin: it kills and reaps every sandbox, then exits."""
@@ -158,10 +160,8 @@ class ZygoteClient:
         process, self.process = self.process, None
         assert process.stdout is not None and process.stdin is not None
         asyncio.get_running_loop().remove_reader(process.stdout.fileno())
-        try:
+        with contextlib.suppress(OSError):
             process.stdin.close()
-        except OSError:
-            pass
         deadline = asyncio.get_running_loop().time() + 10
         while process.poll() is None and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
@@ -179,8 +179,6 @@ class ZygoteClient:
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         self.process = None

@@ -45,7 +45,9 @@ class Bridge:
             self.log_budget -= len(message)
         self.send(protocol.Log(level=level, message=message, timestamp=time.time()))
 
-    def call(self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call(
+        self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         try:
             payload = protocol.encode([list(args), kwargs])
         except (TypeError, msgspec.EncodeError) as exc:

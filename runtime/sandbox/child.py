@@ -77,7 +77,9 @@ def _reset_process(close_fds: tuple[int, ...]) -> None:
     proxies.reseed()
 
 
-def _connect(context: zmq.Context[zmq.Socket[bytes]], request: protocol.ForkRequest) -> zmq.Socket[bytes]:
+def _connect(
+    context: zmq.Context[zmq.Socket[bytes]], request: protocol.ForkRequest
+) -> zmq.Socket[bytes]:
     socket = context.socket(zmq.PAIR)
     socket.setsockopt(zmq.LINGER, 0)
     socket.connect(request.endpoint)
@@ -146,5 +148,7 @@ def _invoke(
     except Exception as exc:  # a bug of ours, reported rather than raised
         return protocol.Failed(
             request_id=message.request_id,
-            error=protocol.ErrorInfo(kind="internal", type_name=type(exc).__name__, message=str(exc)),
+            error=protocol.ErrorInfo(
+                kind="internal", type_name=type(exc).__name__, message=str(exc)
+            ),
         )

@@ -13,6 +13,7 @@ dies with the zygote.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -131,15 +132,11 @@ class Zygote:
 
     def shutdown(self) -> None:
         for pid in list(self.children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for pid in list(self.children):
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         self.children.clear()
         self.hardening.close()
 

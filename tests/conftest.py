@@ -1,0 +1,70 @@
+"""Shared fixtures for the runtime and loader suites.
+
+Every test starts its own Supervisor on its own `tmp_path` and closes it (`async with`); the
+autouse `no_leaked_sandboxes` fixture holds that rule: after each test, no zygote or sandbox
+process (command line `-m runtime.sandbox.zygote`) may be left among this process's children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+T = TypeVar("T")
+
+ZYGOTE_MODULE = "runtime.sandbox.zygote"
+#: A killed sandbox is reaped by its zygote a moment after the kill; this is how long we wait.
+REAP_GRACE_S = 3.0
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run one test's coroutine on a fresh event loop."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _zygote_descendants() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:  # exited between listing and reading it
+            continue
+        if ZYGOTE_MODULE in cmdline:
+            found.append(child)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_sandboxes() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + REAP_GRACE_S
+    leaked = _zygote_descendants()
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = _zygote_descendants()
+    assert not leaked, f"zygote or sandbox processes left behind: {leaked}"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Callable[..., Any]:
+    """`config(**overrides)`: a small, fast SupervisorConfig on this test's state dir."""
+    from runtime import SupervisorConfig
+
+    def make(**overrides: Any) -> SupervisorConfig:
+        values: dict[str, Any] = {
+            "state_dir": tmp_path / "state",
+            "spares": 1,
+            "max_sandboxes": 4,
+            "deadline": 5.0,
+            "boot_timeout": 5.0,
+        }
+        values.update(overrides)
+        return SupervisorConfig(**values)
+
+    return make
