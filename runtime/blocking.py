@@ -113,7 +113,8 @@ class BlockingEntrypoint:
         self._stub = stub
 
     def fetch(self, url: str, **kwargs: Any) -> FetchResponse:
-        return self._owner.run(self._stub.fetch(url, **kwargs))
+        response: FetchResponse = self._owner.run(self._stub.fetch(url, **kwargs))
+        return response
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         remote = getattr(self._stub, method)

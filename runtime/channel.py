@@ -56,7 +56,7 @@ class Channel:
         self._loop = asyncio.get_running_loop()
         # ZeroMQ's FD is edge-triggered: it signals "look at EVENTS", so every wake-up drains the
         # socket, and so does a turn after each send (a send can consume the edge).
-        self._fd = self.socket.getsockopt(zmq.FD)
+        self._fd: int = self.socket.getsockopt(zmq.FD)  # type: ignore[assignment]
         self._loop.add_reader(self._fd, self._drain)
 
     def send(self, message: protocol.Message) -> None:

@@ -13,6 +13,7 @@ Exit status 0 on success, 1 when a tenant call failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import json
 import logging
@@ -63,12 +64,8 @@ async def demo(state_dir: str, warm_calls: int) -> int:
         kv = supervisor.kv("demo")
         print(f"{'tenant':<10} {'cold ms':>9} {'warm p50 us':>12} {'warm p99 us':>12}  response")
         for tenant, source in DEMO_TENANTS.items():
-            stub = await supervisor.loader.get(
-                tenant,
-                lambda source=source, tenant=tenant: WorkerCode(
-                    "main", {"main": source}, env={"KV": kv, "NAME": tenant}
-                ),
-            )
+            code = WorkerCode("main", {"main": source}, env={"KV": kv, "NAME": tenant})
+            stub = await supervisor.loader.get(tenant, functools.partial(_same, code))
             started = time.perf_counter()
             response = await stub.fetch(f"http://{tenant}.local/")
             cold = time.perf_counter() - started
@@ -85,6 +82,10 @@ async def demo(state_dir: str, warm_calls: int) -> int:
             )
         print(json.dumps(supervisor.stats(), indent=2))
     return 0
+
+
+def _same(code: WorkerCode) -> WorkerCode:
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,11 +71,11 @@ class EnvEntry(msgspec.Struct, frozen=True, array_like=True):
     methods: list[str] = []
 
 
-class Welcome(Message, tag=1):
+class Welcome(Message, frozen=True, tag=1):
     """The host accepted the sandbox's Hello; it may confine itself and report Ready."""
 
 
-class Specialise(Message, tag=2):
+class Specialise(Message, frozen=True, tag=2):
     tenant_id: str
     main_module: str
     modules: list[ModuleCode]
@@ -84,7 +84,7 @@ class Specialise(Message, tag=2):
     outbound: int = 0
 
 
-class Invoke(Message, tag=3):
+class Invoke(Message, frozen=True, tag=3):
     request_id: int
     entrypoint: str | None
     method: str
@@ -94,7 +94,7 @@ class Invoke(Message, tag=3):
     props: bytes = b"\xc0"
 
 
-class BindingReply(Message, tag=4):
+class BindingReply(Message, frozen=True, tag=4):
     request_id: int
     ok: bool
     #: msgpack of the result when ok.
@@ -108,40 +108,40 @@ ToSandbox = Welcome | Specialise | Invoke | BindingReply
 # --- sandbox -> host ------------------------------------------------------------------------------
 
 
-class Hello(Message, tag=20):
+class Hello(Message, frozen=True, tag=20):
     token: bytes
     pid: int
 
 
-class Ready(Message, tag=21):
+class Ready(Message, frozen=True, tag=21):
     active_layers: list[str]
     #: (layer, reason) for each hardening layer asked for but unavailable.
     unavailable: list[tuple[str, str]] = []
 
 
-class Specialised(Message, tag=22):
+class Specialised(Message, frozen=True, tag=22):
     error: ErrorInfo | None = None
 
 
-class Returned(Message, tag=23):
+class Returned(Message, frozen=True, tag=23):
     request_id: int
     #: msgpack of plain data; for fetch, of a `ResponseData`.
     value: bytes
 
 
-class Failed(Message, tag=24):
+class Failed(Message, frozen=True, tag=24):
     request_id: int
     error: ErrorInfo
 
 
-class BindingCall(Message, tag=25):
+class BindingCall(Message, frozen=True, tag=25):
     request_id: int
     capability: int
     method: str
     args: bytes
 
 
-class Log(Message, tag=26):
+class Log(Message, frozen=True, tag=26):
     level: str
     message: str
     timestamp: float
@@ -170,28 +170,28 @@ class RequestData(msgspec.Struct, frozen=True, array_like=True):
 # --- host <-> zygote ------------------------------------------------------------------------------
 
 
-class ForkRequest(Message, tag=40):
+class ForkRequest(Message, frozen=True, tag=40):
     sandbox_id: int
     endpoint: str
     token: bytes
 
 
-class Kill(Message, tag=41):
+class Kill(Message, frozen=True, tag=41):
     sandbox_id: int
 
 
-class ZygoteReady(Message, tag=50):
+class ZygoteReady(Message, frozen=True, tag=50):
     pid: int
     #: hardening layers the zygote could prepare, and the reasons for the others
     unavailable: list[tuple[str, str]] = []
 
 
-class Forked(Message, tag=51):
+class Forked(Message, frozen=True, tag=51):
     sandbox_id: int
     pid: int
 
 
-class Exited(Message, tag=52):
+class Exited(Message, frozen=True, tag=52):
     sandbox_id: int
     pid: int
     #: raw wait status and its reading ("killed by SIGKILL (out of memory?)")

@@ -31,19 +31,24 @@ from sandbox_policy.policy import Policy
 PR_SET_PDEATHSIG = 1
 
 
+_SIGNAL_HINTS: dict[int, str] = {
+    signal.SIGKILL: " (out of memory, deadline, or eviction)",
+    signal.SIGSYS: " (seccomp: forbidden system call)",
+    signal.SIGXCPU: " (CPU seconds limit)",
+    signal.SIGXFSZ: " (file size limit)",
+    signal.SIGSEGV: " (crash in native code or stack overflow)",
+}
+
+
 def describe_status(status: int) -> str:
-    """Read a wait status the way an operator wants it."""
+    """Read a wait status the way an operator wants it: "killed by SIGSYS (seccomp: ...)"."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        hint = {
-            signal.SIGKILL: " (out of memory, deadline, or eviction)",
-            signal.SIGSYS: " (seccomp: forbidden system call)",
-            signal.SIGXCPU: " (CPU seconds limit)",
-            signal.SIGXFSZ: " (file size limit)",
-            signal.SIGSEGV: " (crash in native code or stack overflow)",
-        }.get(signal.Signals(sig) if sig in signal.Signals._value2member_map_ else sig, "")
-        return f"killed by {name}{hint}"
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name}{_SIGNAL_HINTS.get(sig, '')}"
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
         return "exited cleanly" if code == 0 else f"exited with status {code}"
