@@ -13,8 +13,8 @@ Exit status 0 on success, 1 when a tenant call failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import functools
 import asyncio
+import functools
 import json
 import logging
 import sys
