@@ -73,6 +73,10 @@ class Arch:
     fork: int | None  # None where the ABI has no fork/vfork (aarch64: clone does it all)
     vfork: int | None
     x32_bit: bool  # whether numbers with the x32 bit would reach another ABI
+    #: answered EPERM: namespaces (unshare, setns), bpf, keyrings (add_key, request_key,
+    #: keyctl), userfaultfd, perf_event_open, mount, and reading or writing another process's
+    #: memory (process_vm_readv/writev): kernel surface a tenant never needs
+    denied: tuple[int, ...] = ()
 
 
 ARCHES: dict[str, Arch] = {
@@ -89,6 +93,7 @@ ARCHES: dict[str, Arch] = {
         fork=57,
         vfork=58,
         x32_bit=True,
+        denied=(272, 308, 321, 248, 249, 250, 323, 298, 165, 310, 311),
     ),
     "aarch64": Arch(
         audit_arch=0xC00000B7,
@@ -103,6 +108,7 @@ ARCHES: dict[str, Arch] = {
         fork=None,
         vfork=None,
         x32_bit=False,
+        denied=(97, 268, 280, 217, 218, 219, 282, 241, 40, 270, 271),
     ),
 }
 
@@ -140,6 +146,7 @@ def program(arch: Arch) -> list[_Insn | str]:
             (_JEQ_K, kill, "next", arch.fork),  # fork -> kill
             (_JEQ_K, kill, "next", arch.vfork),  # vfork -> kill
         ]
+    body += [(_JEQ_K, "eperm", "next", nr) for nr in arch.denied]  # kernel surface -> EPERM
     body += [
         (_RET_K, 0, 0, _ALLOW),  # any other system call -> allow
         _label("socket"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import signal
 import subprocess
@@ -126,6 +127,13 @@ libc = ctypes.CDLL(None, use_errno=True)
 note("clone3", [libc.syscall(435, 0, 0), ctypes.get_errno()])
 params = ctypes.create_string_buffer(120)
 note("io_uring_setup", [libc.syscall(425, 8, params), ctypes.get_errno()])
+"""
+
+KERNEL_SURFACE = """
+libc = ctypes.CDLL(None, use_errno=True)
+note("unshare", [libc.syscall(272, 0x10000000), ctypes.get_errno()])  # CLONE_NEWUSER
+note("bpf", [libc.syscall(321, 0, 0, 0), ctypes.get_errno()])
+note("userfaultfd", [libc.syscall(323, 0), ctypes.get_errno()])
 """
 
 START_THREAD = """
@@ -256,6 +264,15 @@ def test_clone3_answers_enosys_and_io_uring_setup_eperm() -> None:
     skip_without("seccomp", verdict)
     assert verdict["notes"]["clone3"] == [-1, 38]  # ENOSYS: glibc falls back to clone
     assert verdict["notes"]["io_uring_setup"] == [-1, 1]  # EPERM
+    assert verdict["exit"] == 0
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers are x86_64's")
+def test_namespaces_bpf_and_userfaultfd_answer_eperm() -> None:
+    verdict = run_sandbox("OsLimits(drop_privileges=False)", KERNEL_SURFACE)
+    skip_without("seccomp", verdict)
+    for call in ("unshare", "bpf", "userfaultfd"):
+        assert verdict["notes"][call] == [-1, 1], call  # EPERM, even for root
     assert verdict["exit"] == 0
 
 
