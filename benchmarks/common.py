@@ -13,9 +13,7 @@ from typing import Any
 
 #: The trivial handler every row runs: a module-level fetch that returns "ok".
 HANDLER_SRC = (
-    "from workers import Response\n"
-    "def fetch(request, env, ctx):\n"
-    '    return Response("ok")\n'
+    'from workers import Response\ndef fetch(request, env, ctx):\n    return Response("ok")\n'
 )
 URL = "http://bench/"
 

@@ -45,10 +45,26 @@ from benchmarks.common import fmt_bytes, fmt_ms
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 
-FULL = {"cold": 300, "back_to_back": 300, "warm": 5000, "memory": 50, "churn": 10_000,
-        "spawn": 50, "subprocess": 30, "in_process": 5000}
-QUICK = {"cold": 30, "back_to_back": 30, "warm": 300, "memory": 10, "churn": 1000,
-         "spawn": 10, "subprocess": 5, "in_process": 300}
+FULL = {
+    "cold": 300,
+    "back_to_back": 300,
+    "warm": 5000,
+    "memory": 50,
+    "churn": 10_000,
+    "spawn": 50,
+    "subprocess": 30,
+    "in_process": 5000,
+}
+QUICK = {
+    "cold": 30,
+    "back_to_back": 30,
+    "warm": 300,
+    "memory": 10,
+    "churn": 1000,
+    "spawn": 10,
+    "subprocess": 5,
+    "in_process": 300,
+}
 CONCURRENCY = 8
 SUPERVISOR = {"spares": 4, "max_sandboxes": 128, "idle_ttl": 3600}
 
@@ -56,13 +72,14 @@ SUPERVISOR = {"spares": 4, "max_sandboxes": 128, "idle_ttl": 3600}
 def _environment(quick: bool, counts: dict[str, int]) -> dict[str, Any]:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
     return {
-        "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": quick,
         "counts": counts,
         "concurrency": CONCURRENCY,
@@ -82,7 +99,10 @@ async def _section(results: dict[str, Any], name: str, run: Callable[[], Awaitab
     try:
         results[name] = await run()
     except Exception as exc:
-        results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        results[name] = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
         print(f" ERROR {type(exc).__name__}: {exc}", file=sys.stderr)
         return
     print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -98,12 +118,19 @@ async def _run_dynworkers(counts: dict[str, int], results: dict[str, Any]) -> No
             await rb.wait_for_spares(sup, timeout=30)
             results["hardening"] = sup.stats()["hardening"]
             await _section(results, "cold_spare", lambda: rb.cold_spare(sup, counts["cold"]))
-            await _section(results, "cold_back_to_back",
-                           lambda: rb.cold_back_to_back(sup, counts["back_to_back"]))
+            await _section(
+                results,
+                "cold_spare_deferred_refill",
+                lambda: rb.cold_spare(sup, counts["cold"], defer_refill=True),
+            )
+            await _section(
+                results,
+                "cold_back_to_back",
+                lambda: rb.cold_back_to_back(sup, counts["back_to_back"]),
+            )
             await _section(results, "warm", lambda: rb.warm(sup, counts["warm"]))
             await _section(results, "idle_memory", lambda: rb.idle_memory(sup, counts["memory"]))
-            await _section(results, "churn",
-                           lambda: rb.churn(sup, counts["churn"], CONCURRENCY))
+            await _section(results, "churn", lambda: rb.churn(sup, counts["churn"], CONCURRENCY))
             results["supervisor_stats_end"] = sup.stats()
 
 
@@ -113,10 +140,14 @@ async def _run_alternatives(counts: dict[str, int], results: dict[str, Any]) -> 
     async def blocking(fn: Callable[[int], Any], n: int) -> Any:
         return fn(n)  # synchronous on purpose: nothing else runs meanwhile
 
-    await _section(results, "spawn_per_tenant",
-                   lambda: blocking(alt.spawn_per_tenant, counts["spawn"]))
-    await _section(results, "subprocess_per_request",
-                   lambda: blocking(alt.subprocess_per_request, counts["subprocess"]))
+    await _section(
+        results, "spawn_per_tenant", lambda: blocking(alt.spawn_per_tenant, counts["spawn"])
+    )
+    await _section(
+        results,
+        "subprocess_per_request",
+        lambda: blocking(alt.subprocess_per_request, counts["subprocess"]),
+    )
     await _section(results, "in_process", lambda: blocking(alt.in_process, counts["in_process"]))
 
 
@@ -138,18 +169,36 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("cold p50 (spare waiting)", "p50", _get(results, "cold_spare", "p50_ms"), "<=", 1.0, "ms"),
         ("cold p99 (spare waiting)", "p99", _get(results, "cold_spare", "p99_ms"), "<=", 5.0, "ms"),
         ("warm p50", "p50", _get(results, "warm", "p50_ms"), "<=", 0.2, "ms"),
-        ("idle USS median", "median", _get(results, "idle_memory", "uss_median"), "<=", 3 * MiB,
-         "bytes"),
+        (
+            "idle USS median",
+            "median",
+            _get(results, "idle_memory", "uss_median"),
+            "<=",
+            3 * MiB,
+            "bytes",
+        ),
         ("idle USS max", "max", _get(results, "idle_memory", "uss_max"), "<=", 3 * MiB, "bytes"),
         ("churn cold/s", "rate", _get(results, "churn", "cold_per_s"), ">=", 500.0, "1/s"),
         ("spawn p50 / cold p50", "ratio", ratio, ">=", 30.0, "x"),
     ]
     targets = []
     for name, short, value, op, limit, unit in rows:
-        ok = value is not None and not math.isnan(value) and (
-            value <= limit if op == "<=" else value >= limit)
-        targets.append({"name": name, "short": short, "value": value, "op": op, "limit": limit, "unit": unit,
-                        "verdict": "PASS" if ok else "MISS"})
+        ok = (
+            value is not None
+            and not math.isnan(value)
+            and (value <= limit if op == "<=" else value >= limit)
+        )
+        targets.append(
+            {
+                "name": name,
+                "short": short,
+                "value": value,
+                "op": op,
+                "limit": limit,
+                "unit": unit,
+                "verdict": "PASS" if ok else "MISS",
+            }
+        )
     return targets
 
 
@@ -179,17 +228,39 @@ def render(results: dict[str, Any], targets: list[dict[str, Any]]) -> str:
             error = data.get("error", "not run") if isinstance(data, dict) else "not run"
             rows.append((label, "-", "-", "-", "-", f"ERROR {error}"[:60], verdict))
             return
-        rows.append((label, str(data["n"]), fmt_ms(data["p50_ms"]), fmt_ms(data["p90_ms"]),
-                     fmt_ms(data["p99_ms"]), extra, verdict))
+        rows.append(
+            (
+                label,
+                str(data["n"]),
+                fmt_ms(data["p50_ms"]),
+                fmt_ms(data["p90_ms"]),
+                fmt_ms(data["p99_ms"]),
+                extra,
+                verdict,
+            )
+        )
 
-    cold, b2b, warm = results.get("cold_spare"), results.get("cold_back_to_back"), results.get("warm")
-    latency("dynworkers cold, spare waiting", cold, "",
-            _verdicts(targets, "cold p50 (spare waiting)", "cold p99 (spare waiting)"))
-    latency("dynworkers cold, back to back", b2b,
-            f"{b2b.get('boots_during', '?')} boots" if isinstance(b2b, dict) else "")
+    cold, b2b, warm = (
+        results.get("cold_spare"),
+        results.get("cold_back_to_back"),
+        results.get("warm"),
+    )
+    latency(
+        "dynworkers cold, spare waiting",
+        cold,
+        "",
+        _verdicts(targets, "cold p50 (spare waiting)", "cold p99 (spare waiting)"),
+    )
+    latency("  diagnostic: refill deferred", results.get("cold_spare_deferred_refill"))
+    latency(
+        "dynworkers cold, back to back",
+        b2b,
+        f"{b2b.get('boots_during', '?')} boots" if isinstance(b2b, dict) else "",
+    )
     rps = warm.get("requests_per_s") if isinstance(warm, dict) else None
-    latency("dynworkers warm", warm, f"{rps:.0f} req/s" if rps else "",
-            _verdicts(targets, "warm p50"))
+    latency(
+        "dynworkers warm", warm, f"{rps:.0f} req/s" if rps else "", _verdicts(targets, "warm p50")
+    )
     churn = results.get("churn")
     if isinstance(churn, dict) and "error" not in churn:
         evictions = {k: v for k, v in churn["evictions"].items() if v}
@@ -198,11 +269,18 @@ def render(results: dict[str, Any], targets: list[dict[str, Any]]) -> str:
             extra += f", ERRORS {churn['errors']}"
     else:
         extra = ""
-    latency(f"churn {_get(results, 'churn', 'tenants')} tenants x{CONCURRENCY}", churn, extra,
-            _verdicts(targets, "churn cold/s"))
-    latency("alt: spawn process per tenant", results.get("spawn_per_tenant"),
-            f"{_fmt(results['ratios']['spawn_p50_over_cold_p50'], 'x')} cold p50",
-            _verdicts(targets, "spawn p50 / cold p50"))
+    latency(
+        f"churn {_get(results, 'churn', 'tenants')} tenants x{CONCURRENCY}",
+        churn,
+        extra,
+        _verdicts(targets, "churn cold/s"),
+    )
+    latency(
+        "alt: spawn process per tenant",
+        results.get("spawn_per_tenant"),
+        f"{_fmt(results['ratios']['spawn_p50_over_cold_p50'], 'x')} cold p50",
+        _verdicts(targets, "spawn p50 / cold p50"),
+    )
     latency("alt: subprocess per request", results.get("subprocess_per_request"))
     in_proc = results.get("in_process") or {}
     if "error" in in_proc:
@@ -213,7 +291,10 @@ def render(results: dict[str, Any], targets: list[dict[str, Any]]) -> str:
 
     header = ("measurement", "n", "p50", "p90", "p99", "other", "targets")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
 
     memory = results.get("idle_memory")
@@ -228,15 +309,19 @@ def render(results: dict[str, Any], targets: list[dict[str, Any]]) -> str:
         for who in ("spare", "zygote"):
             m = memory.get(who)
             if m:
-                lines.append(f"  {who}: USS {fmt_bytes(m['uss'])} PSS {fmt_bytes(m['pss'])} "
-                             f"RSS {fmt_bytes(m['rss'])}")
+                lines.append(
+                    f"  {who}: USS {fmt_bytes(m['uss'])} PSS {fmt_bytes(m['pss'])} "
+                    f"RSS {fmt_bytes(m['rss'])}"
+                )
     else:
         lines.append(f"idle memory: ERROR {memory.get('error') if memory else 'not run'}")
 
     lines += ["", "targets:"]
     for t in targets:
-        lines.append(f"  {t['verdict']:4}  {t['name']:26} {_fmt(t['value'], t['unit']):>12}  "
-                     f"(target {t['op']} {_fmt(t['limit'], t['unit'])})")
+        lines.append(
+            f"  {t['verdict']:4}  {t['name']:26} {_fmt(t['value'], t['unit']):>12}  "
+            f"(target {t['op']} {_fmt(t['limit'], t['unit'])})"
+        )
     lines += [f"  WARNING {w}" for w in results.get("warnings", [])]
     return "\n".join(lines)
 
@@ -250,12 +335,26 @@ def _warnings(results: dict[str, Any]) -> list[str]:
             out.append(f"{key} {env[key][0]:.2f} > {cpus} cpus: figures include other load")
     after = _get(results, "churn", "after")
     if after:
-        if after["zygote_children"] is not None and after["zygote_children"] != after["expected_children"]:
-            out.append(f"after churn the zygote has {after['zygote_children']} children, "
-                       f"the pool accounts for {after['expected_children']}")
-        if after["host_fds_after"] > after["host_fds_before"] + 8:
-            out.append(f"host fds grew over churn: {after['host_fds_before']} -> "
-                       f"{after['host_fds_after']}")
+        if (
+            after["zygote_children"] is not None
+            and after["zygote_children"] != after["expected_children"]
+        ):
+            out.append(
+                f"after churn the zygote has {after['zygote_children']} children, "
+                f"the pool accounts for {after['expected_children']}"
+            )
+        if after["host_fds_drained"] > after["host_fds_before"] + 4:
+            out.append(
+                f"host fds not released after churn and drain: {after['host_fds_before']} "
+                f"-> {after['host_fds_drained']}"
+            )
+        drained = after["pool_drained"]
+        expected = drained["size"] + drained["spares"] + drained["booting"]
+        if after["zygote_children_drained"] not in (None, expected):
+            out.append(
+                f"after draining, the zygote has {after['zygote_children_drained']} "
+                f"children, the pool accounts for {expected}"
+            )
     if _get(results, "churn", "errors"):
         out.append(f"churn errors: {results['churn']['errors']}")
     for name, data in results.items():
@@ -265,15 +364,18 @@ def _warnings(results: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dispatch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.dispatch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small sample counts (seconds)")
     parser.add_argument("--out", type=Path, help="JSON file to write")
     args = parser.parse_args(argv)
     counts = QUICK if args.quick else FULL
     out = args.out or ROOT / "benchmarks" / "out" / (
-        f"dispatch-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
-        f"{'-quick' if args.quick else ''}.json")
+        f"dispatch-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
+    )
     results: dict[str, Any] = {"environment": _environment(args.quick, dict(counts))}
     print(f"dispatch benchmark ({'quick' if args.quick else 'full'}):", file=sys.stderr)
     asyncio.run(_run_dynworkers(counts, results))

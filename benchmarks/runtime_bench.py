@@ -7,6 +7,8 @@ What each one times:
   back at its spare target with no boot in flight; the clock runs from the `stub.fetch` call to
   its response (the stub is loaded and compiled beforehand). The tenant is evicted afterwards so
   that the pool never reaches `max_sandboxes` and no sample pays a capacity eviction.
+  With `defer_refill` (a diagnostic row, not a target) the replacement boot starts after the
+  response instead of inside the timed window.
 * `cold_back_to_back`: the same, without waiting for the spares to refill: after the first few
   samples each cold start races the replenishing boots or forks its own sandbox.
 * `warm`: one tenant, already specialised, N sequential fetches; also requests per second.
@@ -15,8 +17,9 @@ What each one times:
   uid, since sandboxes drop privileges), plus the host's RSS and the zygote's and a spare's USS.
 * `churn`: many distinct tenants, each fetched once, through a pool capped at `max_sandboxes`,
   with a fixed number of fetches in flight; every fetch is cold. Reports cold dispatches per
-  second, per-fetch latency, evictions by reason and a leak check afterwards (host fds and RSS,
-  zygote children against pool size).
+  second, per-fetch latency, evictions by reason and a leak check afterwards: zygote children
+  against pool size, then every churn tenant evicted and host fds and zygote children compared
+  with the figures before the churn (about 3 host fds per live sandbox are expected).
 """
 
 from __future__ import annotations
@@ -66,16 +69,29 @@ def _zygote_process(sup: Supervisor) -> psutil.Process | None:
         return None
 
 
-async def cold_spare(sup: Supervisor, samples: int, settle: float = 0.002) -> dict[str, Any]:
+async def cold_spare(
+    sup: Supervisor, samples: int, defer_refill: bool = False, settle: float = 0.002
+) -> dict[str, Any]:
+    """Cold dispatch with a spare waiting. `defer_refill` (a diagnostic) sets the pool's spare
+    target to 0 during the sample, so that taking the spare does not start the replacement boot
+    inside the timed window; the target is restored and the pool replenished after it."""
+    pool = sup.pool
+    target = pool.target_spares
     times: list[float] = []
     refill: list[float] = []
     for i in range(samples):
-        stub = await _stub(sup, f"cold-{i}")
+        stub = await _stub(sup, f"cold{'-deferred' if defer_refill else ''}-{i}")
         refill.append(await wait_for_spares(sup) * 1e3)
         await asyncio.sleep(settle)  # let the zygote's reaping and the refill's last bytes pass
-        started = time.perf_counter()
-        await fetch_ok(stub)
-        times.append((time.perf_counter() - started) * 1e3)
+        if defer_refill:
+            pool.target_spares = 0
+        try:
+            started = time.perf_counter()
+            await fetch_ok(stub)
+            times.append((time.perf_counter() - started) * 1e3)
+        finally:
+            pool.target_spares = target
+        pool.replenish()
         sup.evict(stub.id, "manual")
     result = summarize(times)
     result["spare_refill_wait_ms"] = summarize(refill)
@@ -201,6 +217,12 @@ async def churn(
     zygote = _zygote_process(sup)
     children = len(zygote.children()) if zygote is not None else None
     pool = sup.stats()["pool"]
+    fds_full = _host_fds()
+    for stub in stubs:  # drain: with every churn sandbox gone, fds and children must be back
+        sup.evict(stub.id, "manual")
+    await asyncio.sleep(0.5)
+    await wait_for_spares(sup)
+    drained = sup.stats()["pool"]
     result: dict[str, Any] = summarize(times)
     result.update(
         tenants=tenants,
@@ -224,9 +246,12 @@ async def churn(
             "zygote_children": children,
             "expected_children": pool["size"] + pool["spares"] + pool["booting"],
             "host_fds_before": fds_before,
-            "host_fds_after": _host_fds(),
+            "host_fds_full": fds_full,
+            "host_fds_drained": _host_fds(),
+            "pool_drained": drained,
+            "zygote_children_drained": len(zygote.children()) if zygote is not None else None,
             "host_rss_before": rss_before,
-            "host_rss_after": psutil.Process().memory_info().rss,
+            "host_rss_drained": psutil.Process().memory_info().rss,
         },
     )
     return result
