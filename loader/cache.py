@@ -5,8 +5,9 @@ lock). Two tiers: an LRU in memory and one file per entry under the state direct
 rehydrated tenant, or a restarted host, never recompiles. The key includes the interpreter's
 cache tag, because marshal's format is specific to it.
 
-Only the host writes here; a file that fails to load is treated as a miss and rewritten. Disk
-errors are logged and ignored: the cache is an optimisation, never a source of truth.
+Only the host writes here. Each file starts with the SHA-256 of what follows; a file whose digest
+does not match (truncated, corrupted) is a miss and gets rewritten. Disk errors are logged and
+ignored: the cache is an optimisation, never a source of truth.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ class CompileCache:
                 return code
         if self.directory is not None:
             try:
-                code = self._path(key).read_bytes()
+                data = self._path(key).read_bytes()
             except OSError:
-                code = None
-            if code:
+                data = b""
+            digest, code = data[:32], data[32:]
+            if code and hashlib.sha256(code).digest() == digest:
                 self._remember(key, code)
                 self.disk_hits += 1
                 return code
@@ -71,7 +73,7 @@ class CompileCache:
         try:
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(code)
+            tmp.write_bytes(hashlib.sha256(code).digest() + code)
             os.replace(tmp, path)  # atomic: a reader sees the whole file or none
         except OSError as exc:
             log.warning("compile cache: could not write %s: %s", path, exc)

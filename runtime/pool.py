@@ -71,6 +71,7 @@ class Pool:
         self.handles: dict[int, SandboxHandle] = {}
         self.booting = 0
         self.spare_boots = 0  # boots started by replenish and not finished
+        self.reserved = 0  # cold starts that hold a slot but are not yet in `active`
         self.boot_slots = asyncio.Semaphore(max_concurrent_boots)
         self.released = asyncio.Condition()
         self._cold: dict[str, asyncio.Future[SandboxHandle]] = {}
@@ -137,6 +138,8 @@ class Pool:
         try:
             handle = await self.boot()
         except (BootError, SupervisorClosed) as exc:
+            if self.closed:
+                return
             log.warning("spare boot failed: %s", exc)
             await asyncio.sleep(0.5)  # do not spin on a broken zygote
             return
@@ -202,6 +205,12 @@ class Pool:
         started = time.perf_counter()
         try:
             await self._make_room(deadline)
+        except BaseException as exc:
+            self._cold.pop(tenant, None)
+            result.set_exception(exc)
+            result.exception()
+            return
+        try:
             handle = await self.take_spare()
             handle.tenant_id = tenant
             handle.worker = worker
@@ -218,7 +227,10 @@ class Pool:
             specialised.add_done_callback(lambda future: self._specialised(handle, future, started))
             result.set_result(handle)
         finally:
+            self.reserved -= 1
             self._cold.pop(tenant, None)
+            async with self.released:  # a failed start frees its slot for a waiter
+                self.released.notify_all()
 
     def _specialised(
         self, handle: SandboxHandle, future: asyncio.Future[protocol.Specialised], started: float
@@ -236,9 +248,11 @@ class Pool:
             self._ever_served.popitem(last=False)
 
     async def _make_room(self, deadline: float) -> None:
+        """Reserve a slot for one cold start, evicting the least recently used idle sandbox
+        when the pool is full; wait for a release when every sandbox is held."""
         loop = asyncio.get_running_loop()
         async with self.released:
-            while len(self.active) + len(self._cold) > self.max_sandboxes:
+            while len(self.active) + self.reserved >= self.max_sandboxes:
                 victim = next((h for h in self.active.values() if h.users == 0), None)
                 if victim is not None:
                     self.evict(victim, "capacity")
@@ -251,6 +265,7 @@ class Pool:
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.released.wait(), remaining)
+            self.reserved += 1
 
     def _retire(self, handle: SandboxHandle) -> None:
         assert handle.tenant_id is not None

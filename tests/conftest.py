@@ -1,31 +1,24 @@
 """Shared fixtures for the runtime and loader suites.
 
-Every test starts its own Supervisor on its own `tmp_path` and closes it (`async with`); the
-autouse `no_leaked_sandboxes` fixture holds that rule: after each test, no zygote or sandbox
-process (command line `-m runtime.sandbox.zygote`) may be left among this process's children.
+Tests run their coroutines with `asyncio.run`. Every test starts its own Supervisor on its own
+`tmp_path` and closes it (`async with`); the autouse `no_leaked_sandboxes` fixture holds that
+rule: after each test, no zygote or sandbox process (command line `-m runtime.sandbox.zygote`)
+may be left among this process's children.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
 
-T = TypeVar("T")
-
 ZYGOTE_MODULE = "runtime.sandbox.zygote"
 #: A killed sandbox is reaped by its zygote a moment after the kill; this is how long we wait.
 REAP_GRACE_S = 3.0
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh event loop."""
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def _zygote_descendants() -> list[psutil.Process]:

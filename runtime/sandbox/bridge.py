@@ -30,7 +30,9 @@ class Bridge:
         self.next_id = 0
 
     def send(self, message: protocol.Message) -> None:
-        self.socket.send(protocol.encode(message), copy=False)
+        # copy=True always: a zero-copy send of a large frame makes pyzmq import a module and
+        # start a garbage-collector thread, neither of which a confined sandbox may do.
+        self.socket.send(protocol.encode(message), copy=True)
 
     def reset_budget(self) -> None:
         self.log_budget = self.max_log_bytes
