@@ -65,7 +65,8 @@ class Channel:
         except zmq.Again:
             self.on_broken("stopped reading its channel (send queue full)")
             return
-        self._loop.call_soon(self._drain)
+        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+            self._loop.call_soon(self._drain)
 
     def request(self, build: Callable[[int], protocol.Message]) -> asyncio.Future[protocol.Message]:
         """Send the message `build(request_id)` and return the future of its reply."""

@@ -72,6 +72,7 @@ class Pool:
         self.booting = 0
         self.spare_boots = 0  # boots started by replenish and not finished
         self.reserved = 0  # cold starts that hold a slot but are not yet in `active`
+        self.waiters = 0  # cold starts waiting for a sandbox to be released
         self.boot_slots = asyncio.Semaphore(max_concurrent_boots)
         self.released = asyncio.Condition()
         self._cold: dict[str, asyncio.Future[SandboxHandle]] = {}
@@ -229,8 +230,9 @@ class Pool:
         finally:
             self.reserved -= 1
             self._cold.pop(tenant, None)
-            async with self.released:  # a failed start frees its slot for a waiter
-                self.released.notify_all()
+            if self.waiters:  # a failed start frees its slot for a waiter
+                async with self.released:
+                    self.released.notify_all()
 
     def _specialised(
         self, handle: SandboxHandle, future: asyncio.Future[protocol.Specialised], started: float
@@ -263,8 +265,12 @@ class Pool:
                         f"all {self.max_sandboxes} sandboxes are busy; retry later or raise "
                         "max_sandboxes"
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.released.wait(), remaining)
+                self.waiters += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.released.wait(), remaining)
+                finally:
+                    self.waiters -= 1
             self.reserved += 1
 
     def _retire(self, handle: SandboxHandle) -> None:
@@ -279,7 +285,7 @@ class Pool:
         handle.last_used = time.monotonic()
         if handle.users == 0 and handle.retired:
             self.evict(handle, "redeploy")
-        if handle.users == 0:
+        if handle.users == 0 and self.waiters:
             async with self.released:
                 self.released.notify_all()
 

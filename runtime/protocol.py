@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from sandbox_policy.policy import Policy
+
 
 class Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
     """Base of every message; subclasses set an integer `tag`."""
@@ -168,6 +170,15 @@ class RequestData(msgspec.Struct, frozen=True, array_like=True):
 
 
 # --- host <-> zygote ------------------------------------------------------------------------------
+
+
+class ZygoteInit(msgspec.Struct, frozen=True):
+    """The zygote's first frame (JSON): the policy, and a warm-up worker compiled under it."""
+
+    policy: Policy
+    #: A harmless worker each spare runs once before it is ready, so that the copy-on-write
+    #: faults of a first specialisation and a first call are paid off the cold path.
+    warmup: list[ModuleCode] = []
 
 
 class ForkRequest(Message, frozen=True, tag=40):

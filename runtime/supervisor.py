@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from loader import CompileCache, CompiledWorker, WorkerLoader
+from loader import CompileCache, CompiledWorker, WorkerCode, WorkerLoader, compile_worker
 from runtime import protocol
 from runtime.bindings import KVBinding, ServiceBinding
 from runtime.errors import (
@@ -45,7 +45,25 @@ from runtime.zygote_client import ZygoteClient
 from sandbox_policy import Policy, PolicyError
 
 log = logging.getLogger("dynworkers.supervisor")
+
+WARMUP_SOURCE = """
+from workers import WorkerEntrypoint, Response
+
+class Default(WorkerEntrypoint):
+    def fetch(self, request):
+        items = [n * 2 for n in range(8)]
+        return Response.json({"url": request.url, "items": items})
+"""
 MiB = 1 << 20
+
+
+class _Expired(Exception):
+    """The deadline timer fired on a reply future."""
+
+
+def _expire(future: asyncio.Future[protocol.Message]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,9 @@ class SupervisorConfig:
     max_concurrent_boots: int = 4
     #: Loaded workers kept by `loader.get`.
     max_workers: int = 4096
+    #: Run a warm-up worker in each spare before it is ready: about 0.5 ms less per cold start,
+    #: about 0.7 ms more CPU per spare (turn off when churn throughput matters more).
+    prewarm_spares: bool = True
     policy: Policy = field(default_factory=Policy.default)
 
     def __post_init__(self) -> None:
@@ -113,7 +134,9 @@ class Supervisor:
         # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
         self._run_dir = tempfile.mkdtemp(prefix="dw-")
         self._context = zmq.Context()
-        self._zygote = ZygoteClient(self.config.policy, self._on_exit, self._on_zygote_lost)
+        self._zygote = ZygoteClient(
+            self.config.policy, self._on_exit, self._on_zygote_lost, warmup=self._warmup()
+        )
         self._pool = Pool(
             zygote=self._zygote,
             context=self._context,
@@ -133,6 +156,20 @@ class Supervisor:
         self._pool.replenish()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         self._started = time.monotonic()
+
+    def _warmup(self) -> list[protocol.ModuleCode]:
+        """The warm-up worker each spare runs once, compiled under this supervisor's policy."""
+        if not self.config.prewarm_spares:
+            return []
+        worker = compile_worker(
+            "warm-up",
+            WorkerCode("main", {"main": WARMUP_SOURCE}),
+            self.config.policy,
+            CompileCache(None),  # not the tenants' cache: its figures stay theirs
+        )
+        return [
+            protocol.ModuleCode(name=m.name, source=m.source, code=m.code) for m in worker.modules
+        ]
 
     async def close(self) -> None:
         if self.closed:
@@ -242,9 +279,11 @@ class Supervisor:
         remaining: float,
         timeout: float,
     ) -> protocol.Message:
+        # A timer on the reply future instead of wait_for: no extra task on the warm path.
+        timer = asyncio.get_running_loop().call_later(max(remaining, 0.0), _expire, future)
         try:
-            return await asyncio.wait_for(future, max(remaining, 0.0))
-        except TimeoutError:
+            return await future
+        except _Expired:
             error = SandboxTimeout(
                 handle.tenant_id,
                 f"tenant {handle.tenant_id!r} did not answer within its {timeout:g} s deadline; "
@@ -252,6 +291,8 @@ class Supervisor:
             )
             pool.evict(handle, "deadline", error)
             raise error from None
+        finally:
+            timer.cancel()
 
     def _result(self, handle: SandboxHandle, reply: protocol.Message) -> Any:
         tenant = handle.tenant_id or "?"

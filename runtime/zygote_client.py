@@ -39,8 +39,10 @@ class ZygoteClient:
         policy: Policy,
         on_exit: Callable[[protocol.Exited], None],
         on_lost: Callable[[], None],
+        warmup: list[protocol.ModuleCode] | None = None,
     ) -> None:
         self.policy = policy
+        self.warmup = warmup or []
         self.on_exit = on_exit
         self.on_lost = on_lost
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,6 +51,7 @@ class ZygoteClient:
         self._forks: dict[int, asyncio.Future[int]] = {}
         self._inbox = bytearray()
         self._starting: asyncio.Lock | None = None
+        self.closed = False  # after close, nothing may start a zygote again
 
     @property
     def alive(self) -> bool:
@@ -58,6 +61,8 @@ class ZygoteClient:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
+            if self.closed:
+                raise BootError(None, "the supervisor is closed: no new sandboxes")
             if self.alive:
                 assert self.ready is not None
                 return self.ready
@@ -80,7 +85,7 @@ class ZygoteClient:
         self._inbox.clear()
         self._ready_future = loop.create_future()
         loop.add_reader(self.process.stdout.fileno(), self._on_readable)
-        body = msgspec.json.encode(self.policy)
+        body = msgspec.json.encode(protocol.ZygoteInit(policy=self.policy, warmup=self.warmup))
         self._write(len(body).to_bytes(4, "big") + body)
         try:
             self.ready = await asyncio.wait_for(self._ready_future, START_TIMEOUT)
@@ -155,6 +160,7 @@ class ZygoteClient:
 
     async def close(self) -> None:
         """Close the zygote's stdin: it kills and reaps every sandbox, then exits."""
+        self.closed = True
         if self.process is None:
             return
         process, self.process = self.process, None

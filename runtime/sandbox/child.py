@@ -8,7 +8,9 @@ is one ordered function, `main`:
 3. a new ZeroMQ context (a context never crosses a fork), connect, Hello with the host's token,
    wait for Welcome: the channel lives in a private directory that the dropped uid cannot open,
    so the connection is made before step 4;
-4. confinement (uid drop, RLIMIT_NPROC, Landlock, seccomp), reported to the host as Ready.
+4. confinement (uid drop, RLIMIT_NPROC, Landlock, seccomp);
+5. a warm-up worker run once against a bridge to nowhere (it pays the copy-on-write faults of a
+   first specialisation and call), then the real tenant namespace, and Ready to the host.
 
 Then the loop: Specialise once, Invoke many. Nothing raises out of the loop: every failure is a
 `Failed` reply. A frame from the host that does not decode ends the process (the host is broken,
@@ -37,6 +39,7 @@ def main(
     request: protocol.ForkRequest,
     hardening: PreparedHardening,
     policy: Policy,
+    warmup: list[protocol.ModuleCode] | None = None,
     close_fds: tuple[int, ...] = (),
 ) -> NoReturn:
     status = 0
@@ -46,6 +49,8 @@ def main(
         context = zmq.Context(io_threads=1)
         socket = _connect(context, request)
         report = hardening.apply_confinement()
+        if warmup:
+            tenant_code.warm_up(policy, warmup)
         bridge = Bridge(socket, policy.max_log_bytes)
         prepared = tenant_code.Prepared(policy, bridge, [0])
         socket.send(

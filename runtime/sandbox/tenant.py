@@ -198,3 +198,28 @@ class TenantCode:
                 )
             )
         return payload
+
+
+class _NowhereSocket:
+    """A socket for the warm-up run: sends go nowhere, nothing is ever received."""
+
+    def send(self, data: bytes, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def warm_up(policy: Policy, modules: list[protocol.ModuleCode]) -> None:
+    """Run the host's warm-up worker once in a throwaway namespace; never raise."""
+    try:
+        bridge = Bridge(_NowhereSocket(), policy.max_log_bytes)  # type: ignore[arg-type]
+        prepared = Prepared(policy, bridge, [0])
+        spec = protocol.Specialise(
+            tenant_id="warm-up", main_module=modules[0].name, modules=modules, env=[]
+        )
+        code = TenantCode(spec, prepared)
+        request = protocol.encode([[["GET", "http://warm-up/", [], b""]], {}])
+        for _ in range(2):
+            code.invoke(
+                protocol.Invoke(request_id=0, entrypoint=None, method="fetch", args=request)
+            )
+    except Exception:
+        pass  # an optimisation only: a spare that could not warm up is still a good spare

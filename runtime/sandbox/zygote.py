@@ -56,8 +56,9 @@ def describe_status(status: int) -> str:
 
 
 class Zygote:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, warmup: list[protocol.ModuleCode]) -> None:
         self.policy = policy
+        self.warmup = warmup
         self.hardening = PreparedHardening.prepare(policy.os)
         self.children: dict[int, int] = {}  # pid -> sandbox_id
         self.by_sandbox: dict[int, int] = {}  # sandbox_id -> pid
@@ -110,7 +111,13 @@ class Zygote:
     def fork(self, request: protocol.ForkRequest) -> None:
         pid = os.fork()
         if pid == 0:
-            child.main(request, self.hardening, self.policy, close_fds=(self.wake_r, self.wake_w))
+            child.main(
+                request,
+                self.hardening,
+                self.policy,
+                warmup=self.warmup,
+                close_fds=(self.wake_r, self.wake_w),
+            )
             os._exit(70)  # child.main never returns; this is a belt for the braces
         self.children[pid] = request.sandbox_id
         self.by_sandbox[request.sandbox_id] = pid
@@ -163,8 +170,8 @@ def main() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:  # the host died before we set the signal
         sys.exit(0)
-    policy = msgspec.json.decode(_read_frame(), type=Policy)
-    zygote = Zygote(policy)
+    init = msgspec.json.decode(_read_frame(), type=protocol.ZygoteInit)
+    zygote = Zygote(init.policy, init.warmup)
     # Everything a sandbox needs is imported; freeze it so that forked children share these pages
     # instead of copying them when the collector walks them.
     gc.collect()
