@@ -10,6 +10,7 @@ raise `SupervisorClosed`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ class BlockingSupervisor:
 
     def run(self, coro: Awaitable[T]) -> T:
         if self._closed:
+            if inspect.iscoroutine(coro):
+                coro.close()  # never scheduled: close it so that it is not reported as leaked
             raise SupervisorClosed("the blocking supervisor is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
 
