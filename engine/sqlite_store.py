@@ -1,0 +1,385 @@
+"""The SQLite store: one file, WAL mode, group commit, schema version and migrations.
+
+Host side. One writer thread owns the connection; callers on the event loop submit operations and
+await them. The thread takes every operation queued, runs each inside its own SAVEPOINT, and
+commits them all in one transaction: a caller's await returns after the commit that holds its
+record (durable), and a hundred concurrent callers share one fsync. An operation that raises is
+rolled back to its savepoint alone and its caller gets the error; the others commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.store import (
+    EventRecord,
+    InstanceNotFound,
+    InstanceRecord,
+    StepRecord,
+    Store,
+    StoreError,
+)
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+#: Each migration moves the schema from version N to N+1; never edit one that has shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params BLOB NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        tenant TEXT,
+        version TEXT,
+        output BLOB,
+        error BLOB,
+        wake_at REAL
+    );
+    -- the scheduler's question: what is runnable now, oldest first
+    CREATE INDEX instances_due ON instances (status, wake_at);
+    CREATE INDEX instances_tenant ON instances (tenant, created);
+    CREATE TABLE steps (
+        instance_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        occurrence INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        result BLOB,
+        error BLOB,
+        attempts INTEGER NOT NULL,
+        config BLOB,
+        PRIMARY KEY (instance_id, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        instance_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        timestamp REAL NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+    """,
+]
+
+_INSTANCE_FIELDS = (
+    "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at"
+)
+_UPDATABLE = frozenset(
+    {"status", "updated", "output", "error", "wake_at", "version", "params", "tenant"}
+)
+
+
+def _instance(row: tuple[Any, ...]) -> InstanceRecord:
+    return InstanceRecord(*row)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._queue: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0  # transactions committed: the group-commit figure
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="dynworkers-store", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        # WAL: readers never block the writer; commits append to the log instead of rewriting.
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit the engine reported is on disk even after a power loss; group commit
+        # pays for the fsync once per batch.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._migrate(db)
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{db} has schema version {version}, newer than this dynworkers "
+                f"({len(MIGRATIONS)}): upgrade dynworkers or use another file"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={number + 1}")
+            db.execute("COMMIT")
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        try:
+            db = self._connect()
+        except Exception as exc:
+            error = exc
+            self._loop.call_soon_threadsafe(ready.set_exception, StoreError(f"open: {error}"))
+            return
+        self._loop.call_soon_threadsafe(ready.set_result, None)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(db, batch)
+            if stop:
+                break
+        db.close()
+
+    def _commit(
+        self, db: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
+    ) -> None:
+        assert self._loop is not None
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for operation, future in batch:
+                db.execute("SAVEPOINT op")
+                try:
+                    value = operation(db)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO op")
+                    outcomes.append((future, False, exc))
+                else:
+                    outcomes.append((future, True, value))
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            outcomes = [(future, False, StoreError(f"commit failed: {exc}")) for _, future in batch]
+        for future, ok, value in outcomes:
+            self._loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    async def _do(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None or self._loop is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((operation, future))
+        return await future
+
+    # --- instances -------------------------------------------------------------------------------
+
+    async def create_instances(self, records: list[InstanceRecord]) -> list[str]:
+        def operation(db: sqlite3.Connection) -> list[str]:
+            created = []
+            for r in records:
+                # OR IGNORE: an id that exists is skipped, as create_batch promises
+                cursor = db.execute(
+                    f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        r.id,
+                        r.workflow,
+                        r.status,
+                        r.params,
+                        r.created,
+                        r.updated,
+                        r.tenant,
+                        r.version,
+                        r.output,
+                        r.error,
+                        r.wake_at,
+                    ),
+                )
+                if cursor.rowcount:
+                    created.append(r.id)
+            return created
+
+        return await self._do(operation)
+
+    async def get_instance(self, instance_id: str) -> InstanceRecord:
+        def operation(db: sqlite3.Connection) -> InstanceRecord:
+            row = db.execute(
+                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            return _instance(row)
+
+        return await self._do(operation)
+
+    async def update_instance(self, instance_id: str, **fields: object) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise StoreError(f"cannot update instance fields {sorted(unknown)}")
+        assignments = ", ".join(f"{name}=?" for name in fields)
+
+        def operation(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                f"UPDATE instances SET {assignments} WHERE id=?", (*fields.values(), instance_id)
+            )
+            if cursor.rowcount == 0:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+
+        await self._do(operation)
+
+    async def delete_instance(self, instance_id: str) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            cursor = db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+            if cursor.rowcount == 0:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            db.execute("DELETE FROM steps WHERE instance_id=?", (instance_id,))
+            db.execute("DELETE FROM events WHERE instance_id=?", (instance_id,))
+
+        await self._do(operation)
+
+    async def list_instances(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InstanceRecord]:
+        clauses, params = [], []
+        if tenant is not None:
+            clauses.append("tenant=?")
+            params.append(tenant)
+        if status is not None:
+            clauses.append("status=?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+        def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
+            rows = db.execute(
+                f"SELECT {_INSTANCE_FIELDS} FROM instances {where} ORDER BY created LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            return [_instance(row) for row in rows]
+
+        return await self._do(operation)
+
+    async def due_instances(self, now: float, limit: int) -> list[InstanceRecord]:
+        def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
+            rows = db.execute(
+                f"SELECT {_INSTANCE_FIELDS} FROM instances "
+                "WHERE status='queued' OR (status='waiting' AND wake_at<=?) "
+                "ORDER BY COALESCE(wake_at, created) LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [_instance(row) for row in rows]
+
+        return await self._do(operation)
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    async def steps(self, instance_id: str) -> list[StepRecord]:
+        def operation(db: sqlite3.Connection) -> list[StepRecord]:
+            rows = db.execute(
+                "SELECT instance_id, position, kind, name, occurrence, status, result, error, "
+                "attempts, config FROM steps WHERE instance_id=? ORDER BY position",
+                (instance_id,),
+            ).fetchall()
+            return [StepRecord(*row) for row in rows]
+
+        return await self._do(operation)
+
+    async def put_step(self, step: StepRecord) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO steps (instance_id, position, kind, name, occurrence, "
+                "status, result, error, attempts, config) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    step.instance_id,
+                    step.position,
+                    step.kind,
+                    step.name,
+                    step.occurrence,
+                    step.status,
+                    step.result,
+                    step.error,
+                    step.attempts,
+                    step.config,
+                ),
+            )
+
+        await self._do(operation)
+
+    async def delete_steps_from(self, instance_id: str, position: int) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "DELETE FROM steps WHERE instance_id=? AND position>=?", (instance_id, position)
+            )
+
+        await self._do(operation)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    async def add_event(self, instance_id: str, type: str, payload: bytes, timestamp: float) -> int:
+        def operation(db: sqlite3.Connection) -> int:
+            if db.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            (seq,) = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO events (instance_id, seq, type, payload, timestamp) "
+                "VALUES (?,?,?,?,?)",
+                (instance_id, seq, type, payload, timestamp),
+            )
+            return int(seq)
+
+        return await self._do(operation)
+
+    async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
+        def operation(db: sqlite3.Connection) -> EventRecord | None:
+            row = db.execute(
+                "SELECT instance_id, seq, type, payload, timestamp FROM events "
+                "WHERE instance_id=? AND type=? ORDER BY seq LIMIT 1",
+                (instance_id, type),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM events WHERE instance_id=? AND seq=?", (instance_id, row[1]))
+            return EventRecord(*row)
+
+        return await self._do(operation)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

@@ -1,0 +1,137 @@
+"""The store interface of the durable engine, and the records it keeps.
+
+Host side. Plain data records and one abstract `Store`; backends (SQLite now, PostgreSQL later)
+implement it behind a URL (`sqlite:///path/engine.db`), so the engine never names a backend. Every
+write a caller awaits is durable when the await returns; backends are free to share one commit
+among many callers (group commit).
+
+Errors: `StoreError` for a backend failure, `InstanceNotFound(LookupError)` and
+`InstanceExists(ValueError)` for the caller's mistakes; a failed write leaves nothing half done
+(each call is one transaction).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """The backend failed; the message names the operation."""
+
+
+class InstanceNotFound(StoreError, LookupError):
+    """No instance with that id."""
+
+
+class InstanceExists(StoreError, ValueError):
+    """An instance with that id already exists."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    id: str
+    workflow: str
+    status: str
+    #: msgpack of the event payload (for dynamic dispatch: the envelope)
+    params: bytes
+    created: float
+    updated: float
+    #: the tenant whose binding created it, or None for host-created instances
+    tenant: str | None = None
+    #: code version the instance pinned at start, or None for "latest"
+    version: str | None = None
+    output: bytes | None = None
+    error: bytes | None = None
+    #: epoch seconds when a sleeping or waiting instance is due; None when not waiting on time
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    instance_id: str
+    position: int
+    kind: str
+    name: str
+    occurrence: int
+    #: "complete" (result holds msgpack), "failed" (error holds msgpack), "pending" (retrying)
+    status: str
+    result: bytes | None = None
+    error: bytes | None = None
+    attempts: int = 0
+    #: msgpack of the step's config, frozen at the first attempt
+    config: bytes | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    instance_id: str
+    seq: int
+    type: str
+    payload: bytes
+    timestamp: float
+
+
+class Store(abc.ABC):
+    """What the engine needs from durable storage."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # instances
+    @abc.abstractmethod
+    async def create_instances(self, records: list[InstanceRecord]) -> list[str]:
+        """Insert each record whose id is new; return the ids inserted, in order."""
+
+    @abc.abstractmethod
+    async def get_instance(self, instance_id: str) -> InstanceRecord: ...
+
+    @abc.abstractmethod
+    async def update_instance(self, instance_id: str, **fields: object) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_instance(self, instance_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list_instances(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InstanceRecord]: ...
+
+    @abc.abstractmethod
+    async def due_instances(self, now: float, limit: int) -> list[InstanceRecord]:
+        """Queued instances, and waiting ones whose wake_at has passed, oldest first."""
+
+    # steps
+    @abc.abstractmethod
+    async def steps(self, instance_id: str) -> list[StepRecord]: ...
+
+    @abc.abstractmethod
+    async def put_step(self, step: StepRecord) -> None:
+        """Insert or replace the step at (instance_id, position)."""
+
+    @abc.abstractmethod
+    async def delete_steps_from(self, instance_id: str, position: int) -> None:
+        """Forget steps at and after `position` (restart from a named step)."""
+
+    # events
+    @abc.abstractmethod
+    async def add_event(self, instance_id: str, type: str, payload: bytes, timestamp: float) -> int:
+        """Buffer an event; return its sequence number (increasing per instance)."""
+
+    @abc.abstractmethod
+    async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
+        """Remove and return the oldest buffered event of `type`, if any."""
+
+
+def open_store(url: str) -> Store:
+    """A store for `url`: `sqlite:///relative/or/absolute/path.db`."""
+    if url.startswith("sqlite:///"):
+        from engine.sqlite_store import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StoreError("the PostgreSQL store is not built yet; use sqlite:///path.db")
+    raise StoreError(f"unknown store URL {url!r}: use sqlite:///path.db")
