@@ -124,7 +124,10 @@ def in_process(samples: int) -> dict[str, dict[str, Any]]:
 
     policy = Policy.default()
     code = compile_module(HANDLER_SRC, "main.py", policy)
-    api = workers.WorkersModule(workers.Console(lambda level, text: None), lambda *a, **k: None)
+    def no_fetch(*args: Any, **kwargs: Any) -> workers.Response:
+        raise workers.FetchError("the lower-bound handler has no outbound access")
+
+    api = workers.WorkersModule(workers.Console(lambda level, text: None), no_fetch)
     env = workers.Env({})
 
     def fresh_globals() -> dict[str, Any]:

@@ -41,7 +41,8 @@ def _code() -> WorkerCode:
 
 
 async def _stub(sup: Supervisor, tenant: str) -> WorkerStub:
-    return await sup.loader.get(tenant, _code)
+    stub: WorkerStub = await sup.loader.get(tenant, _code)
+    return stub
 
 
 async def fetch_ok(stub: WorkerStub) -> None:

@@ -65,7 +65,7 @@ class Channel:
         except zmq.Again:
             self.on_broken("stopped reading its channel (send queue full)")
             return
-        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+        if int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # type: ignore[arg-type]
             self._loop.call_soon(self._drain)
 
     def request(self, build: Callable[[int], protocol.Message]) -> asyncio.Future[protocol.Message]:
