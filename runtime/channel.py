@@ -65,7 +65,7 @@ class Channel:
         except zmq.Again:
             self.on_broken("stopped reading its channel (send queue full)")
             return
-        if int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # type: ignore[arg-type]
+        if int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._loop.call_soon(self._drain)
 
     def request(self, build: Callable[[int], protocol.Message]) -> asyncio.Future[protocol.Message]:
