@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import psutil
@@ -55,7 +55,6 @@ class Pool:
         max_frame: int,
         max_concurrent_boots: int,
         metrics: PoolMetrics,
-        on_evict: Callable[[SandboxHandle, str], None] | None = None,
     ) -> None:
         self.zygote = zygote
         self.context = context
@@ -65,7 +64,6 @@ class Pool:
         self.boot_timeout = boot_timeout
         self.max_frame = max_frame
         self.metrics = metrics
-        self.on_evict = on_evict
         self.spares: deque[SandboxHandle] = deque()
         self.active: OrderedDict[str, SandboxHandle] = OrderedDict()
         self.handles: dict[int, SandboxHandle] = {}
@@ -291,15 +289,20 @@ class Pool:
 
     # --- ending ----------------------------------------------------------------------------------
 
-    def evict(self, handle: SandboxHandle, reason: str, error: BaseException | None = None) -> None:
-        """End a sandbox for `reason`; every call pending on it fails with `error`."""
+    def evict(
+        self,
+        handle: SandboxHandle,
+        reason: str,
+        error: BaseException | None = None,
+        kill: bool = True,
+    ) -> None:
+        """End a sandbox for `reason`, counted once; every call pending on it fails with
+        `error`. `kill=False` when the process is already gone (the zygote reported it)."""
         if not handle.alive:
             return
         self.metrics.evictions[reason] += 1
         log.debug("evict %r: %s", handle, reason)
-        if self.on_evict is not None:
-            self.on_evict(handle, reason)
-        self._end(handle, reason, kill=True, error=error)
+        self._end(handle, reason, kill=kill, error=error)
 
     def _end(
         self, handle: SandboxHandle, reason: str, kill: bool, error: BaseException | None = None
@@ -322,28 +325,13 @@ class Pool:
         if handle is None or not handle.alive:
             return
         handle.exit_reason = exited.description
-        self.metrics.evictions["crash"] += 1
-        if self.on_evict is not None:
-            self.on_evict(handle, "crash")
-        self._end(
-            handle,
-            "crash",
-            kill=False,
-            error=SandboxCrashed(
-                handle.tenant_id, f"sandbox of tenant {handle.tenant_id!r} {exited.description}"
-            ),
-        )
+        message = f"sandbox of tenant {handle.tenant_id!r} {exited.description}"
+        self.evict(handle, "crash", SandboxCrashed(handle.tenant_id, message), kill=False)
 
     def on_zygote_lost(self) -> None:
         for handle in list(self.handles.values()):
-            if handle.alive:
-                self.metrics.evictions["crash"] += 1
-                self._end(
-                    handle,
-                    "crash",
-                    kill=False,
-                    error=SandboxCrashed(handle.tenant_id, "the zygote died, taking its sandboxes"),
-                )
+            error = SandboxCrashed(handle.tenant_id, "the zygote died, taking its sandboxes")
+            self.evict(handle, "crash", error, kill=False)
         self.handles.clear()
         self.spares.clear()
 

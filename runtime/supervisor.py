@@ -256,7 +256,6 @@ class Supervisor:
                 async with handle.lock:
                     if not handle.alive:
                         continue  # it died before our turn came: rehydrate
-                    handle.invocations += 1
                     future = handle.channel.request(
                         lambda request_id: protocol.Invoke(
                             request_id=request_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import types
 
 import pytest
@@ -11,16 +10,18 @@ from sandbox_policy.compiler import compile_module
 from sandbox_policy.errors import SourceRejected
 from sandbox_policy.policy import Policy
 
+#: Hostile source must be refused without hanging; a hang guard, not a timing assertion (timing
+#: belongs in benchmarks/). Folding 10**10**10 or parsing without limits would blow past it.
+pytestmark = pytest.mark.timeout(20)
+
 POLICY = Policy.default()
 # Hostile sources must not be stopped by the line-length check before they reach the parser.
 WIDE = Policy.default().with_limits(max_line_chars=POLICY.max_module_bytes)
 
 
 def rejected(source: object, policy: Policy = POLICY) -> list[tuple[str, int | None, str]]:
-    start = time.monotonic()
     with pytest.raises(SourceRejected) as info:
         compile_module(source, "tenant.py", policy)  # type: ignore[arg-type]
-    assert time.monotonic() - start < 5, "hostile source must be refused quickly"
     return info.value.problems
 
 
@@ -110,13 +111,13 @@ def test_huge_int_literal_is_refused():
 
 
 def test_huge_constant_expressions_are_not_folded_at_compile_time():
-    start = time.monotonic()
-    compile_module("x = 10**10**10\ny = 'a' * 10**10\n", "tenant.py", POLICY)
-    assert time.monotonic() - start < 5
+    code = compile_module("x = 10**10**10\ny = 'a' * 10**10\n", "tenant.py", POLICY)
+    assert isinstance(code, types.CodeType)
 
 
 def test_syntax_warnings_do_not_abort_the_compile():
-    compile_module("x = 1\ny = x is 1\nz = '\\d'\n", "tenant.py", POLICY)
+    code = compile_module("x = 1\ny = x is 1\nz = '\\d'\n", "tenant.py", POLICY)
+    assert isinstance(code, types.CodeType)
 
 
 def test_trusted_policy_compiles_plain_python_with_the_same_size_checks():
