@@ -24,11 +24,10 @@ def test_infinite_loop_times_out_and_the_sandbox_is_killed(config: Callable[...,
             stub = await load(sup, "spinner", attack_bombs.BOMBS, limits=SHORT)
             assert await stub.get_entrypoint().ping() == "pong"
             pid = sup.sandbox_pid("spinner")
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             with pytest.raises(SandboxTimeout, match="spinner") as caught:
                 await stub.get_entrypoint().spin()
-            assert loop.time() - started < 5.0  # the limit held (0.5 s), far under the default
+            # the worker's own limit applied, not the supervisor's default (read, not timed)
+            assert "0.5 s deadline" in str(caught.value)
             assert caught.value.tenant_id == "spinner"
             assert evictions(sup, "deadline") == 1
             assert sup.sandbox_pid("spinner") is None
