@@ -14,9 +14,11 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.errors import InvalidTransition
 from engine.store import (
     EventRecord,
     InstanceNotFound,
@@ -70,14 +72,43 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (instance_id, seq)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE instances ADD COLUMN waiting_for TEXT;
+    ALTER TABLE steps ADD COLUMN wake_at REAL;
+    -- hot-path figures, summed per tenant per minute so that history survives a restart
+    CREATE TABLE metrics (
+        tenant TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        count REAL NOT NULL,
+        total REAL NOT NULL,
+        PRIMARY KEY (tenant, minute, name)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _INSTANCE_FIELDS = (
-    "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at"
+    "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
+    "waiting_for"
+)
+_STEP_FIELDS = (
+    "instance_id, position, kind, name, occurrence, status, result, error, attempts, config, "
+    "wake_at"
 )
 _UPDATABLE = frozenset(
-    {"status", "updated", "output", "error", "wake_at", "version", "params", "tenant"}
+    {
+        "status",
+        "updated",
+        "output",
+        "error",
+        "wake_at",
+        "version",
+        "params",
+        "tenant",
+        "waiting_for",
+    }
 )
+_FINISHED = ("complete", "errored", "terminated")
 
 
 def _instance(row: tuple[Any, ...]) -> InstanceRecord:
@@ -211,7 +242,7 @@ class SQLiteStore(Store):
                 # OR IGNORE: an id that exists is skipped, as create_batch promises
                 cursor = db.execute(
                     f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id,
                         r.workflow,
@@ -224,6 +255,7 @@ class SQLiteStore(Store):
                         r.output,
                         r.error,
                         r.wake_at,
+                        r.waiting_for,
                     ),
                 )
                 if cursor.rowcount:
@@ -244,19 +276,8 @@ class SQLiteStore(Store):
         return await self._do(operation)
 
     async def update_instance(self, instance_id: str, **fields: object) -> None:
-        unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise StoreError(f"cannot update instance fields {sorted(unknown)}")
-        assignments = ", ".join(f"{name}=?" for name in fields)
-
-        def operation(db: sqlite3.Connection) -> None:
-            cursor = db.execute(
-                f"UPDATE instances SET {assignments} WHERE id=?", (*fields.values(), instance_id)
-            )
-            if cursor.rowcount == 0:
-                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-
-        await self._do(operation)
+        _check_fields(fields)
+        await self._do(lambda db: _update(db, instance_id, fields))
 
     async def delete_instance(self, instance_id: str) -> None:
         def operation(db: sqlite3.Connection) -> None:
@@ -306,8 +327,7 @@ class SQLiteStore(Store):
     async def steps(self, instance_id: str) -> list[StepRecord]:
         def operation(db: sqlite3.Connection) -> list[StepRecord]:
             rows = db.execute(
-                "SELECT instance_id, position, kind, name, occurrence, status, result, error, "
-                "attempts, config FROM steps WHERE instance_id=? ORDER BY position",
+                f"SELECT {_STEP_FIELDS} FROM steps WHERE instance_id=? ORDER BY position",
                 (instance_id,),
             ).fetchall()
             return [StepRecord(*row) for row in rows]
@@ -315,23 +335,16 @@ class SQLiteStore(Store):
         return await self._do(operation)
 
     async def put_step(self, step: StepRecord) -> None:
+        await self._do(lambda db: _put_step(db, step))
+
+    async def record(self, step: StepRecord | None, instance_id: str, **fields: object) -> None:
+        _check_fields(fields)
+
         def operation(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR REPLACE INTO steps (instance_id, position, kind, name, occurrence, "
-                "status, result, error, attempts, config) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    step.instance_id,
-                    step.position,
-                    step.kind,
-                    step.name,
-                    step.occurrence,
-                    step.status,
-                    step.result,
-                    step.error,
-                    step.attempts,
-                    step.config,
-                ),
-            )
+            if fields:
+                _update(db, instance_id, fields)
+            if step is not None:
+                _put_step(db, step)
 
         await self._do(operation)
 
@@ -362,18 +375,154 @@ class SQLiteStore(Store):
         return await self._do(operation)
 
     async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
+        return await self._do(lambda db: _take_event(db, instance_id, type))
+
+    async def take_event_into(
+        self, step: StepRecord, type: str, encode: Callable[[EventRecord], bytes]
+    ) -> EventRecord | None:
         def operation(db: sqlite3.Connection) -> EventRecord | None:
-            row = db.execute(
-                "SELECT instance_id, seq, type, payload, timestamp FROM events "
-                "WHERE instance_id=? AND type=? ORDER BY seq LIMIT 1",
-                (instance_id, type),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute("DELETE FROM events WHERE instance_id=? AND seq=?", (instance_id, row[1]))
-            return EventRecord(*row)
+            event = _take_event(db, step.instance_id, type)
+            if event is not None:
+                _put_step(db, replace(step, status="complete", result=encode(event)))
+            return event
 
         return await self._do(operation)
+
+    async def deliver_event(
+        self, instance_id: str, type: str, payload: bytes, timestamp: float, now: float
+    ) -> bool:
+        def operation(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT status, waiting_for FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            status, waiting_for = row
+            if status in _FINISHED:
+                raise InvalidTransition(
+                    f"instance {instance_id!r} is {status}: it takes no more events "
+                    "(restart it first, or create a new one)"
+                )
+            (seq,) = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO events (instance_id, seq, type, payload, timestamp) "
+                "VALUES (?,?,?,?,?)",
+                (instance_id, seq, type, payload, timestamp),
+            )
+            if status == "waiting" and waiting_for == type:
+                # the same transaction: an event can never land between "waits" and "woken"
+                _update(
+                    db,
+                    instance_id,
+                    {"status": "queued", "wake_at": None, "waiting_for": None, "updated": now},
+                )
+                return True
+            return False
+
+        return await self._do(operation)
+
+    async def restart(self, instance_id: str, position: int, now: float) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            _update(
+                db,
+                instance_id,
+                {
+                    "status": "queued",
+                    "output": None,
+                    "error": None,
+                    "wake_at": None,
+                    "waiting_for": None,
+                    "updated": now,
+                },
+            )
+            db.execute(
+                "DELETE FROM steps WHERE instance_id=? AND position>=?", (instance_id, position)
+            )
+
+        await self._do(operation)
+
+    async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:
+        def operation(db: sqlite3.Connection) -> list[tuple[str, str, str | None, float | None]]:
+            rows = db.execute(
+                "SELECT id, status, tenant, wake_at FROM instances "
+                "WHERE status NOT IN ('complete', 'errored', 'terminated') ORDER BY created"
+            ).fetchall()
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+        return await self._do(operation)
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    async def add_metrics(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO metrics (tenant, minute, name, count, total) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (tenant, minute, name) DO UPDATE SET "
+                "count = count + excluded.count, total = total + excluded.total",
+                rows,
+            )
+
+        await self._do(operation)
+
+    async def metrics(self, since_minute: int = 0) -> list[tuple[str, int, str, float, float]]:
+        def operation(db: sqlite3.Connection) -> list[tuple[str, int, str, float, float]]:
+            rows = db.execute(
+                "SELECT tenant, minute, name, count, total FROM metrics WHERE minute>=? "
+                "ORDER BY minute, tenant, name",
+                (since_minute,),
+            ).fetchall()
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+        return await self._do(operation)
+
+
+def _check_fields(fields: dict[str, object]) -> None:
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise StoreError(f"cannot update instance fields {sorted(unknown)}")
+
+
+def _update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object]) -> None:
+    assignments = ", ".join(f"{name}=?" for name in fields)
+    cursor = db.execute(
+        f"UPDATE instances SET {assignments} WHERE id=?", (*fields.values(), instance_id)
+    )
+    if cursor.rowcount == 0:
+        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+
+
+def _put_step(db: sqlite3.Connection, step: StepRecord) -> None:
+    # REPLACE: a pending step (retrying, sleeping, waiting) is overwritten by its next state
+    db.execute(
+        f"INSERT OR REPLACE INTO steps ({_STEP_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            step.instance_id,
+            step.position,
+            step.kind,
+            step.name,
+            step.occurrence,
+            step.status,
+            step.result,
+            step.error,
+            step.attempts,
+            step.config,
+            step.wake_at,
+        ),
+    )
+
+
+def _take_event(db: sqlite3.Connection, instance_id: str, type: str) -> EventRecord | None:
+    row = db.execute(
+        "SELECT instance_id, seq, type, payload, timestamp FROM events "
+        "WHERE instance_id=? AND type=? ORDER BY seq LIMIT 1",
+        (instance_id, type),
+    ).fetchone()
+    if row is None:
+        return None
+    db.execute("DELETE FROM events WHERE instance_id=? AND seq=?", (instance_id, row[1]))
+    return EventRecord(*row)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

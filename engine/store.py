@@ -13,10 +13,13 @@ Errors: `StoreError` for a backend failure, `InstanceNotFound(LookupError)` and
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.errors import EngineError
 
-class StoreError(Exception):
+
+class StoreError(EngineError):
     """The backend failed; the message names the operation."""
 
 
@@ -45,6 +48,8 @@ class InstanceRecord:
     error: bytes | None = None
     #: epoch seconds when a sleeping or waiting instance is due; None when not waiting on time
     wake_at: float | None = None
+    #: the event type a waiting instance waits for; an event of that type wakes it at once
+    waiting_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class StepRecord:
     attempts: int = 0
     #: msgpack of the step's config, frozen at the first attempt
     config: bytes | None = None
+    #: epoch seconds: when a pending sleep ends, a wait times out, or a retry is due
+    wake_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,43 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
         """Remove and return the oldest buffered event of `type`, if any."""
+
+    # composite operations: each is one transaction
+    @abc.abstractmethod
+    async def record(self, step: StepRecord | None, instance_id: str, **fields: object) -> None:
+        """Put `step` (if any) and update the instance's `fields` (if any), atomically."""
+
+    @abc.abstractmethod
+    async def take_event_into(
+        self, step: StepRecord, type: str, encode: Callable[[EventRecord], bytes]
+    ) -> EventRecord | None:
+        """Take the oldest buffered event of `type` and record `step` complete with
+        `encode(event)` as its result, atomically; None (and nothing written) if none."""
+
+    @abc.abstractmethod
+    async def deliver_event(
+        self, instance_id: str, type: str, payload: bytes, timestamp: float, now: float
+    ) -> bool:
+        """Buffer an event; if the instance waits for that type, make it queued. True if it
+        woke. `InstanceNotFound`, or `ValueError` for an instance that is finished."""
+
+    @abc.abstractmethod
+    async def restart(self, instance_id: str, position: int, now: float) -> None:
+        """Forget steps from `position` on and make the instance queued again, atomically."""
+
+    @abc.abstractmethod
+    async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:
+        """(id, status, tenant, wake_at) of every instance not complete, errored or
+        terminated: what a restarted engine must resume."""
+
+    # hot-path metrics, per tenant per minute
+    @abc.abstractmethod
+    async def add_metrics(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        """Add (tenant, minute, name, count, total) to the running sums."""
+
+    @abc.abstractmethod
+    async def metrics(self, since_minute: int = 0) -> list[tuple[str, int, str, float, float]]:
+        """(tenant, minute, name, count, total) from `since_minute` on."""
 
 
 def open_store(url: str) -> Store:

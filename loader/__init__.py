@@ -9,7 +9,7 @@ from loader.cache import CompileCache
 from loader.code import Binding, Limits, WorkerCode
 from loader.compile import CompiledModule, CompiledWorker, compile_worker
 from loader.errors import CompileError, InvalidWorkerCode, LoaderError
-from loader.stub import Dispatcher, EntrypointStub, FetchResponse, WorkerStub
+from loader.stub import Dispatcher, EntrypointStub, FetchResponse, WorkerStub, stub_worker
 from loader.worker_loader import WorkerLoader
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "FetchResponse",
     "WorkerLoader",
     "WorkerStub",
+    "stub_worker",
     # for the runtime
     "CompileCache",
     "CompiledModule",

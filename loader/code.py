@@ -35,6 +35,15 @@ class Binding:
     ) -> Any:
         raise NotImplementedError
 
+    def handover(self) -> Any:
+        """Plain data sent along when the binding is passed as a call argument (a per-call
+        grant); the sandbox's stub carries it as `data`."""
+        return None
+
+    def granted(self, control: Any) -> None:
+        """Called when the binding is granted for one call; `control` can move that call's
+        deadline (`control.set_deadline(seconds)`)."""
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -122,3 +122,10 @@ class WorkerStub:
         body: str | bytes | None = None,
     ) -> FetchResponse:
         return await self._default.fetch(url, method=method, headers=headers, body=body)
+
+
+def stub_worker(stub: object) -> CompiledWorker | None:
+    """The compiled worker an entrypoint stub calls (a function, not an attribute: every
+    public attribute of a stub is one of the tenant's RPC methods)."""
+    worker = getattr(stub, "_worker", None)
+    return worker if isinstance(worker, CompiledWorker) else None

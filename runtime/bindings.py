@@ -137,11 +137,16 @@ class CapabilityTable:
 
     def __init__(self) -> None:
         self.entries: dict[int, Binding] = {}
+        self._next = 1
 
     def grant(self, binding: Binding) -> int:
-        capability = len(self.entries) + 1
+        capability = self._next  # never reused: a revoked id stays dead
+        self._next += 1
         self.entries[capability] = binding
         return capability
+
+    def revoke(self, capability: int) -> None:
+        self.entries.pop(capability, None)
 
     def check(self, capability: int, method: str) -> Binding | None:
         binding = self.entries.get(capability)

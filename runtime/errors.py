@@ -56,8 +56,11 @@ class SpecialiseError(TenantError):
 
 
 class SandboxError(DynworkersError):
-    def __init__(self, tenant_id: str | None, message: str) -> None:
+    """`reason` is the pool's eviction reason (crash, deadline, memory, manual, ...)."""
+
+    def __init__(self, tenant_id: str | None, message: str, reason: str | None = None) -> None:
         self.tenant_id = tenant_id
+        self.reason = reason
         super().__init__(message)
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
-from loader import CompiledWorker
+from loader import Binding, CompiledWorker
 from runtime import protocol
 from runtime.bindings import CapabilityTable, OutboundBinding
 from runtime.channel import Channel
 from runtime.errors import CapabilityError
 
+log = logging.getLogger("dynworkers.handle")
 tenant_log = logging.getLogger("dynworkers.tenant")
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -102,8 +104,33 @@ class SandboxHandle:
 
     async def _serve_binding(self, call: protocol.BindingCall) -> None:
         reply = await self._binding_reply(call)
+        if call.request_id == 0:  # a notification: nobody waits for the reply
+            if not reply.ok and reply.error is not None:
+                log.debug("notification from %r failed: %s", self, reply.error.message)
+            return
         if self.alive and not self.channel.closed:
             self.channel.send(reply)
+
+    # --- per-call grants -------------------------------------------------------------------------
+
+    def grant_arguments(self, args: list[Any]) -> list[protocol.Grant]:
+        """Grant each Binding among `args` in this sandbox's table, for one call."""
+        grants = []
+        for position, value in enumerate(args):
+            if isinstance(value, Binding):
+                entry = protocol.EnvEntry(
+                    name=f"arg{position}",
+                    kind=value.kind,
+                    value=protocol.encode(value.handover()),
+                    capability=self.capabilities.grant(value),
+                    methods=sorted(value.methods),
+                )
+                grants.append(protocol.Grant(position=position, entry=entry))
+        return grants
+
+    def revoke(self, grants: list[protocol.Grant]) -> None:
+        for grant in grants:
+            self.capabilities.revoke(grant.entry.capability)
 
     async def _binding_reply(self, call: protocol.BindingCall) -> protocol.BindingReply:
         binding = self.capabilities.check(call.capability, call.method)

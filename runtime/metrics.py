@@ -8,7 +8,11 @@ stays flat under churn.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+#: (event, tenant, value): "boot" with the boot latency in seconds, or "evict:<reason>" with 1.
+Observer = Callable[[str, str, float], None]
 
 EVICTION_REASONS = (
     "capacity",
@@ -46,6 +50,12 @@ class PoolMetrics:
     boot_latency: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     #: seconds to fork, connect and confine a spare
     spare_boot: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    #: callables told of each cold boot and eviction, per tenant (the engine keeps history)
+    observers: list[Observer] = field(default_factory=list)
+
+    def tell(self, event: str, tenant: str | None, value: float) -> None:
+        for observer in self.observers:
+            observer(event, tenant or "", value)
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -240,7 +240,10 @@ class Pool:
         tenant = handle.tenant_id
         assert tenant is not None
         self.metrics.cold += 1
-        self.metrics.boot_latency.append(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        self.metrics.boot_latency.append(latency)
+        if self.metrics.observers:
+            self.metrics.tell("boot", tenant, latency)
         if tenant in self._ever_served:
             self.metrics.rehydrations += 1
         self._ever_served[tenant] = None
@@ -301,6 +304,8 @@ class Pool:
         if not handle.alive:
             return
         self.metrics.evictions[reason] += 1
+        if self.metrics.observers and handle.tenant_id is not None:
+            self.metrics.tell(f"evict:{reason}", handle.tenant_id, 1.0)
         log.debug("evict %r: %s", handle, reason)
         self._end(handle, reason, kill=kill, error=error)
 
@@ -314,9 +319,13 @@ class Pool:
         if kill:
             self.zygote.kill(handle.id)
         handle.cancel_bindings()
-        handle.channel.fail_all(
-            error or SandboxCrashed(handle.tenant_id, f"sandbox {handle.id} was evicted: {reason}")
-        )
+        if error is None:
+            error = SandboxCrashed(
+                handle.tenant_id, f"sandbox {handle.id} was evicted: {reason}", reason
+            )
+        elif isinstance(error, SandboxError) and error.reason is None:
+            error.reason = reason
+        handle.channel.fail_all(error)
         handle.channel.close()
 
     def on_exit(self, exited: protocol.Exited) -> None:

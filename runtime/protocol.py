@@ -86,6 +86,15 @@ class Specialise(Message, frozen=True, tag=2):
     outbound: int = 0
 
 
+class Grant(msgspec.Struct, frozen=True, array_like=True):
+    """A binding passed as a call argument: granted for that call only, then revoked."""
+
+    #: Index of the positional argument it replaces (sent as nil in `args`).
+    position: int
+    #: The binding; its `value` is msgpack of the data the binding hands over with itself.
+    entry: EnvEntry
+
+
 class Invoke(Message, frozen=True, tag=3):
     request_id: int
     entrypoint: str | None
@@ -94,6 +103,7 @@ class Invoke(Message, frozen=True, tag=3):
     args: bytes
     #: msgpack of the entrypoint's props (plain data or nil).
     props: bytes = b"\xc0"
+    grants: list[Grant] = []
 
 
 class BindingReply(Message, frozen=True, tag=4):
@@ -137,6 +147,7 @@ class Failed(Message, frozen=True, tag=24):
 
 
 class BindingCall(Message, frozen=True, tag=25):
+    #: 0 for a notification: the host serves it and sends no reply.
     request_id: int
     capability: int
     method: str

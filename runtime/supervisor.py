@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from loader import CompileCache, CompiledWorker, WorkerCode, WorkerLoader, compile_worker
+from loader import Binding, CompileCache, CompiledWorker, WorkerCode, WorkerLoader, compile_worker
 from runtime import protocol
 from runtime.bindings import KVBinding, ServiceBinding
 from runtime.errors import (
@@ -64,6 +65,33 @@ class _Expired(Exception):
 def _expire(future: asyncio.Future[protocol.Message]) -> None:
     if not future.done():
         future.set_exception(_Expired())
+
+
+class CallControl:
+    """The deadline of one call in flight: a timer on its reply future (no extra task on the
+    warm path). Bindings passed to the call may move it, e.g. to a step's own timeout."""
+
+    __slots__ = ("_future", "_timer", "timeout")
+
+    def __init__(
+        self, future: asyncio.Future[protocol.Message], seconds: float, timeout: float
+    ) -> None:
+        self._future = future
+        self._timer: asyncio.TimerHandle | None = None
+        self.set_deadline(seconds)
+        self.timeout = timeout  # what the caller was promised, for the error message
+
+    def set_deadline(self, seconds: float) -> None:
+        """The call now ends `seconds` from now, killing its sandbox if it has not answered."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.timeout = seconds
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(seconds, 0.0), _expire, self._future)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -116,6 +144,8 @@ class Supervisor:
         self._sweeper: asyncio.Task[None] | None = None
         self._started = 0.0
         self.closed = False
+        #: sections other components add to `stats()` (the engine adds "workflows")
+        self.extra_stats: dict[str, Callable[[], Any]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -238,9 +268,15 @@ class Supervisor:
         props: Any,
     ) -> Any:
         """Run one call in the worker's sandbox; the loader's stubs call this."""
+        """Run one call in the worker's sandbox; the loader's stubs call this.
+
+        A `Binding` among the positional arguments is granted to the sandbox for this call only
+        (it arrives as a stub) and may move the call's deadline through `CallControl`."""
         pool = self.pool
+        passed = [value for value in args if isinstance(value, Binding)]
         try:
-            payload = protocol.encode([args, kwargs])
+            plain = [None if isinstance(v, Binding) else v for v in args] if passed else args
+            payload = protocol.encode([plain, kwargs])
             props_payload = protocol.encode(props)
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"arguments and props must be plain data: {exc}") from None
@@ -256,6 +292,7 @@ class Supervisor:
                 async with handle.lock:
                     if not handle.alive:
                         continue  # it died before our turn came: rehydrate
+                    grants = handle.grant_arguments(args) if passed else []
                     future = handle.channel.request(
                         lambda request_id: protocol.Invoke(
                             request_id=request_id,
@@ -263,9 +300,16 @@ class Supervisor:
                             method=method,
                             args=payload,
                             props=props_payload,
+                            grants=grants,
                         )
                     )
-                    reply = await self._wait(pool, handle, future, deadline - loop.time(), timeout)
+                    control = CallControl(future, deadline - loop.time(), timeout)
+                    for binding in passed:
+                        binding.granted(control)
+                    try:
+                        reply = await self._wait(pool, handle, future, control)
+                    finally:
+                        handle.revoke(grants)
             finally:
                 await pool.release(handle)
             return self._result(handle, reply)
@@ -275,23 +319,20 @@ class Supervisor:
         pool: Pool,
         handle: SandboxHandle,
         future: asyncio.Future[protocol.Message],
-        remaining: float,
-        timeout: float,
+        control: CallControl,
     ) -> protocol.Message:
-        # A timer on the reply future instead of wait_for: no extra task on the warm path.
-        timer = asyncio.get_running_loop().call_later(max(remaining, 0.0), _expire, future)
         try:
             return await future
         except _Expired:
             error = SandboxTimeout(
                 handle.tenant_id,
-                f"tenant {handle.tenant_id!r} did not answer within its {timeout:g} s deadline; "
-                "its sandbox was killed and the next call starts a fresh one",
+                f"tenant {handle.tenant_id!r} did not answer within its {control.timeout:g} s "
+                "deadline; its sandbox was killed and the next call starts a fresh one",
             )
             pool.evict(handle, "deadline", error)
             raise error from None
         finally:
-            timer.cancel()
+            control.cancel()
 
     def _result(self, handle: SandboxHandle, reply: protocol.Message) -> Any:
         tenant = handle.tenant_id or "?"
@@ -354,4 +395,5 @@ class Supervisor:
                 },
             },
             "uptime_s": round(time.monotonic() - self._started, 3),
+            **{name: section() for name, section in self.extra_stats.items()},
         }

@@ -47,6 +47,13 @@ class Bridge:
             self.log_budget -= len(message)
         self.send(protocol.Log(level=level, message=message, timestamp=time.time()))
 
+    def notify(self, capability: int, method: str, args: tuple[Any, ...]) -> None:
+        """A binding call nobody waits for: request id 0, the host sends no reply."""
+        payload = protocol.encode([list(args), {}])
+        self.send(
+            protocol.BindingCall(request_id=0, capability=capability, method=method, args=payload)
+        )
+
     def call(
         self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
@@ -96,6 +103,20 @@ class BindingStub:
             return bridge.call(capability, method, args, kwargs)
 
         return call
+
+
+class GrantTransport:
+    """How a workflow's step object reaches the engine: the binding granted for this call."""
+
+    def __init__(self, bridge: Bridge, capability: int) -> None:
+        self._bridge = bridge
+        self._capability = capability
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self._bridge.call(self._capability, method, args, {})
+
+    def notify(self, method: str, *args: Any) -> None:
+        self._bridge.notify(self._capability, method, args)
 
 
 def make_fetch(bridge: Bridge, outbound: list[int]) -> Any:

@@ -20,7 +20,9 @@ import msgspec
 
 from runtime import protocol
 from runtime.sandbox import workers
-from runtime.sandbox.bridge import BindingStub, Bridge, make_fetch
+from engine.replay import WorkflowEntrypoint, run_workflow
+from engine.tenant_api import WorkflowBinding
+from runtime.sandbox.bridge import BindingStub, Bridge, GrantTransport, make_fetch
 from sandbox_policy.namespace import TenantNamespace
 from sandbox_policy.policy import Policy
 
@@ -98,10 +100,9 @@ class TenantCode:
         for entry in entries:
             if entry.kind == "data":
                 out[entry.name] = protocol.decode_plain(entry.value)
-            else:
-                out[entry.name] = BindingStub(
-                    self.bridge, entry.name, entry.capability, entry.methods
-                )
+                continue
+            stub = BindingStub(self.bridge, entry.name, entry.capability, entry.methods)
+            out[entry.name] = WorkflowBinding(stub) if entry.kind == "workflow" else stub
         return out
 
     def import_module(self, name: str) -> types.ModuleType | None:
@@ -123,7 +124,20 @@ class TenantCode:
         """Run one call; return msgpack of the plain result or raise TenantFailure."""
         self.bridge.reset_budget()
         args, kwargs = protocol.decode_plain(message.args)
+        for grant in message.grants:
+            entry = grant.entry
+            if entry.kind == "step" and message.method == "run":  # a workflow wake-up
+                args[grant.position] = (GrantTransport(self.bridge, entry.capability), entry)
+            else:
+                args[grant.position] = BindingStub(
+                    self.bridge, entry.name, entry.capability, entry.methods
+                )
         target = self._target(message)
+        if message.method == "run" and isinstance(
+            getattr(target, "__self__", None), WorkflowEntrypoint
+        ):
+            target = self._workflow_run(target.__self__, args)
+            args, kwargs = [], {}
         if message.method == "fetch":
             method, url, headers, body = args[0]
             args = [workers.Request(url, method=method, headers=headers, body=body)]
@@ -134,6 +148,14 @@ class TenantCode:
         except Exception as exc:
             raise TenantFailure(error_info("tenant", exc, self.files)) from None
         return self._plain(result, message.method == "fetch")
+
+    def _workflow_run(self, entry: WorkflowEntrypoint, args: list[Any]) -> Any:
+        """`run(event, step)` of a workflow: replayed against the records the engine granted."""
+        if len(args) != 2 or not isinstance(args[1], tuple):
+            raise self._missing("a workflow's run() is called by the engine, with a step grant")
+        event, (transport, entry_data) = args
+        handover = protocol.decode_plain(entry_data.value)
+        return lambda: run_workflow(entry, event, transport, handover)
 
     def _target(self, message: protocol.Invoke) -> Any:
         name = message.entrypoint or "Default"

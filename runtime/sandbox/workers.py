@@ -16,6 +16,13 @@ import json as _json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.replay import (
+    NonDeterminismError,
+    NonRetryableError,
+    StepError,
+    WaitTimeout,
+    WorkflowEntrypoint,
+)
 from sandbox_policy.namespace import register_safe_type
 
 
@@ -157,6 +164,11 @@ class WorkersModule:
         self.CapabilityError = CapabilityError
         self.BindingError = BindingError
         self.FetchError = FetchError
+        self.WorkflowEntrypoint = WorkflowEntrypoint
+        self.NonRetryableError = NonRetryableError
+        self.StepError = StepError
+        self.WaitTimeout = WaitTimeout
+        self.NonDeterminismError = NonDeterminismError
         self.console = console
         self.fetch = fetch
 

@@ -18,7 +18,25 @@ GOLDEN: list[tuple[p.Message, bytes]] = [
             args=b"\x92\x91\xa3bob\x80",
             props=b"\x81\xa1x\x01",
         ),
-        b"\x96\x03\x07\xa7Greeter\xa5greet\xc4\x07\x92\x91\xa3bob\x80\xc4\x04\x81\xa1x\x01",
+        b"\x97\x03\x07\xa7Greeter\xa5greet\xc4\x07\x92\x91\xa3bob\x80\xc4\x04\x81\xa1x\x01\x90",
+    ),
+    (
+        p.Invoke(
+            request_id=8,
+            entrypoint="W",
+            method="run",
+            args=b"\x92\x92\x80\xc0\x80",
+            grants=[
+                p.Grant(
+                    position=1,
+                    entry=p.EnvEntry(
+                        name="arg1", kind="step", value=b"\xc0", capability=3, methods=["wait"]
+                    ),
+                )
+            ],
+        ),
+        b"\x97\x03\x08\xa1W\xa3run\xc4\x05\x92\x92\x80\xc0\x80\xc4\x01\xc0\x91\x92\x01"
+        b"\x95\xa4arg1\xa4step\xc4\x01\xc0\x03\x91\xa4wait",
     ),
     (
         p.BindingCall(request_id=3, capability=2, method="get", args=b"\x92\x91\xa1k\x80"),
@@ -168,3 +186,10 @@ def test_split_frames_keeps_a_partial_frame_for_later() -> None:
     buffer += second[3:]
     assert [p.to_zygote.decode(body) for body in p.split_frames(buffer)] == [p.Kill(sandbox_id=2)]
     assert buffer == b""
+
+
+def test_an_invoke_from_before_grants_still_decodes():
+    """Invoke gained `grants` (appended, with a default): a six-field frame is still valid."""
+    old = b"\x96\x03\x07\xa7Greeter\xa5greet\xc4\x07\x92\x91\xa3bob\x80\xc4\x04\x81\xa1x\x01"
+    message = p.to_sandbox.decode(old)
+    assert isinstance(message, p.Invoke) and message.grants == []

@@ -1,0 +1,225 @@
+"""Dynamic dispatch: one registered workflow serves every tenant.
+
+Host side, on the engine's event loop. A tenant's env holds `wrap_workflow_binding(metadata)`;
+its `create(params=p)` persists the envelope `{"__dispatcherMetadata": metadata, "params": p}`
+under the calling tenant (the sandbox's channel says who calls; a tenant sees and touches only
+its own instances, and its ids live in their own namespace, `<tenant>/<id>` on the host).
+
+`create_dynamic_workflow_entrypoint(load_runner)` is what the host registers: on every wake-up it
+unwraps the envelope and asks `load_runner(metadata, env, ctx)` for the tenant's runner
+(typically `supervisor.loader.get(...).get_entrypoint("TenantWorkflow")`), then runs it with the
+engine's step binding. `ctx.version` is the tenant code version the instance pinned, when
+pinning is on: the loader callback decides whether a redeploy reaches a sleeping instance.
+
+Errors: `MissingDispatcherMetadataError` when the envelope is absent; a binding call with bad
+input fails with the engine's typed error, whose message the tenant receives.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import InvalidInput, MissingDispatcherMetadataError, UnknownWorkflow
+from engine.store import InstanceNotFound
+from loader import Binding, stub_worker
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+ENVELOPE_KEY = "__dispatcherMetadata"
+
+
+def envelope(metadata: Any, params: Any) -> dict[str, Any]:
+    return {ENVELOPE_KEY: metadata, "params": params}
+
+
+@dataclass(frozen=True)
+class WorkflowContext:
+    """What `load_runner` receives as `ctx`."""
+
+    instance_id: str
+    workflow_name: str
+    #: the tenant whose binding created the instance (None for host-created instances)
+    tenant: str | None
+    #: the tenant code version the instance pinned, or None (not pinned yet, or pinning off)
+    version: str | None
+
+
+async def run_runner(runner: Any, event: dict[str, Any], step: Binding) -> Any:
+    """Run a tenant's workflow: `runner.run(event, step)` through its loader stub."""
+    before_run = getattr(step, "before_run", None)
+    if before_run is not None:
+        before_run(stub_worker(runner))
+    return await runner.run(event, step)
+
+
+async def dispatch_workflow(
+    event: dict[str, Any],
+    step: Binding,
+    load_runner: Callable[..., Any],
+    env: Any = None,
+    ctx: WorkflowContext | None = None,
+) -> Any:
+    """Unwrap the envelope, find the tenant's runner, run it; the primitive beneath the
+    dynamic entrypoint."""
+    payload = event.get("payload")
+    if not isinstance(payload, dict) or ENVELOPE_KEY not in payload:
+        raise MissingDispatcherMetadataError(
+            f"instance {event.get('instance_id')!r} has no {ENVELOPE_KEY!r} in its params: "
+            "create instances of a dynamic workflow through wrap_workflow_binding(...)"
+        )
+    runner = load_runner(payload[ENVELOPE_KEY], env, ctx)
+    if inspect.isawaitable(runner):
+        runner = await runner
+    return await run_runner(runner, {**event, "payload": payload.get("params")}, step)
+
+
+class DynamicWorkflowEntrypoint:
+    """What `create_dynamic_workflow_entrypoint` returns; register it with the engine."""
+
+    def __init__(self, load_runner: Callable[..., Any], pin_versions: bool = False) -> None:
+        if not callable(load_runner):
+            raise TypeError("load_runner must be callable: (metadata, env, ctx) -> runner")
+        self.load_runner = load_runner
+        self.pin_versions = pin_versions
+
+    async def dispatch(
+        self, engine: Engine, event: dict[str, Any], step: Binding, ctx: WorkflowContext
+    ) -> Any:
+        load = self.load_runner
+        if self.pin_versions and ctx.version is None:
+
+            async def load_and_pin(metadata: Any, env: Any, ctx: WorkflowContext) -> Any:
+                runner = self.load_runner(metadata, env, ctx)
+                if inspect.isawaitable(runner):
+                    runner = await runner
+                worker = stub_worker(runner)
+                if worker is not None:
+                    await engine.store.update_instance(ctx.instance_id, version=worker.version)
+                return runner
+
+            load = load_and_pin
+        return await dispatch_workflow(event, step, load, engine.env, ctx)
+
+
+def create_dynamic_workflow_entrypoint(
+    load_runner: Callable[..., Any], *, pin_versions: bool = False
+) -> DynamicWorkflowEntrypoint:
+    """One workflow for every tenant: `load_runner(metadata, env, ctx)` returns the runner.
+
+    With `pin_versions=True` an instance records the version of the runner of its first
+    wake-up and later wake-ups get it as `ctx.version`."""
+    return DynamicWorkflowEntrypoint(load_runner, pin_versions)
+
+
+class WorkflowsBinding(Binding):
+    """`env.WORKFLOWS` of a tenant: creates and finds that tenant's instances only."""
+
+    kind = "workflow"
+    methods = frozenset(
+        {
+            "create",
+            "create_batch",
+            "get",
+            "status",
+            "pause",
+            "resume",
+            "terminate",
+            "restart",
+            "send_event",
+            "delete",
+        }
+    )
+
+    def __init__(
+        self, metadata: Any, binding_name: str, engine: Engine | None, workflow: str | None
+    ) -> None:
+        self.metadata = metadata
+        #: whose instances this binding sees: the metadata's tenant_id (set by the host, so a
+        #: tenant cannot forge it), else the calling sandbox's worker id
+        self.scope: str | None = None
+        if isinstance(metadata, dict) and isinstance(metadata.get("tenant_id"), str):
+            self.scope = metadata["tenant_id"]
+        self.binding_name = binding_name
+        self._engine = engine
+        self._workflow = workflow
+
+    def _target(self) -> tuple[Engine, str]:
+        from engine.engine import running_engine
+
+        engine = self._engine or running_engine()
+        if self._workflow is not None:
+            return engine, engine.workflow(self._workflow).name
+        dynamic = [
+            name
+            for name, workflow in engine.workflows.items()
+            if isinstance(workflow.entrypoint, DynamicWorkflowEntrypoint)
+        ]
+        if len(dynamic) != 1:
+            raise UnknownWorkflow(
+                f"binding {self.binding_name!r}: {len(dynamic)} dynamic workflows are "
+                "registered; pass workflow= to wrap_workflow_binding"
+            )
+        return engine, dynamic[0]
+
+    async def _own(self, engine: Engine, tenant_id: str, local_id: object) -> str:
+        """The engine id of the tenant's instance `local_id`; unknown to every other tenant."""
+        if not isinstance(local_id, str):
+            raise InvalidInput(f"an instance id is a str, got {type(local_id).__name__}")
+        instance_id = f"{tenant_id}/{local_id}"
+        record = await engine.record(instance_id)
+        if record.tenant != tenant_id:
+            raise InstanceNotFound(f"no workflow instance {local_id!r}")
+        return instance_id
+
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        engine, workflow = self._target()
+        tenant_id = self.scope or tenant_id
+        prefix = f"{tenant_id}/"
+        if method == "create":
+            instance_id, params = (list(args) + [None, None])[:2]
+            items = [(instance_id, envelope(self.metadata, params))]
+            (created,) = await engine.create(workflow, items, tenant=tenant_id, strict=True)
+            return created.removeprefix(prefix)
+        if method == "create_batch":
+            pairs = engine.batch_items(args[0] if args else None)
+            items = [(i, envelope(self.metadata, p)) for i, p in pairs]
+            created = await engine.create(workflow, items, tenant=tenant_id)
+            return [i.removeprefix(prefix) for i in created]
+        if not args:
+            raise InvalidInput(f"{method}() needs an instance id")
+        instance_id = await self._own(engine, tenant_id, args[0])
+        if method == "get":
+            return args[0]
+        if method == "status":
+            return await engine.status(instance_id)
+        if method == "restart":
+            return await engine.restart(instance_id, *args[1:2])
+        if method == "send_event":
+            event_type, payload = (list(args[1:]) + [None, None])[:2]
+            return await engine.send_event(instance_id, event_type, payload)
+        operation = getattr(engine, method)  # pause, resume, terminate, delete
+        return await operation(instance_id)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowsBinding {self.binding_name} {self.metadata!r}>"
+
+
+def wrap_workflow_binding(
+    metadata: Any,
+    binding_name: str = "WORKFLOWS",
+    *,
+    engine: Engine | None = None,
+    workflow: str | None = None,
+) -> WorkflowsBinding:
+    """A binding for a tenant's env: its `create(params=p)` persists the envelope
+    `{"__dispatcherMetadata": metadata, "params": p}`.
+
+    The engine defaults to the one running in this process, the workflow to its only dynamic
+    workflow; `binding_name` names the binding in messages."""
+    return WorkflowsBinding(metadata, binding_name, engine, workflow)

@@ -1,0 +1,389 @@
+"""The Engine: durable workflow instances on a store, woken through the supervisor's pool.
+
+Host side, an async context manager on the caller's event loop. It owns the store, the
+scheduler and the hot-path figures; it never forks or compiles: a wake-up hands the workflow's
+`run(event, step)` to the registered entrypoint, which reaches the tenant's sandbox through the
+loader (a cold start if the tenant was evicted) or runs a host-side workflow in a thread.
+
+Every instance operation is one store transaction. Operations on a running instance are fenced by
+a generation number: after terminate, restart or delete, the running wake-up can record nothing.
+After a crash of the host, `start()` resumes every unfinished instance from the store; a step
+whose result was recorded never runs again, an attempt that was in flight runs again.
+
+Failures reach callers typed (`engine.errors`); failures of a wake-up become the instance's
+status and error, never an exception out of the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine import rules
+from engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
+from engine.hotpath import HotPath
+from engine.instances import Instance, Workflow
+from engine.scheduler import Clock, Scheduler
+from engine.session import StepSession
+from engine.store import InstanceExists, InstanceNotFound, InstanceRecord, Store, open_store
+from engine.wakeup import wake_up
+
+if TYPE_CHECKING:
+    from runtime import Supervisor
+
+log = logging.getLogger("dynworkers.engine")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+FINISHED = frozenset({"complete", "errored", "terminated"})
+STATUSES = (
+    "queued",
+    "running",
+    "paused",
+    "errored",
+    "terminated",
+    "complete",
+    "waiting",
+    "waitingForPause",
+    "unknown",
+)
+
+
+class Engine:
+    def __init__(
+        self,
+        supervisor: Supervisor | None = None,
+        store: str | Store | None = None,
+        *,
+        clock: Clock | None = None,
+        max_running: int = 64,
+        max_steps: int = rules.DEFAULT_MAX_STEPS,
+        env: Any = None,
+        metrics_interval: float = 5.0,
+    ) -> None:
+        self.supervisor = supervisor
+        if store is None:
+            state = Path(supervisor.config.state_dir) if supervisor else Path(".dynworkers")
+            store = f"sqlite:///{state / 'engine.db'}"
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.clock = clock or Clock()
+        if max_steps < 1:
+            raise InvalidInput("max_steps must be >= 1")
+        self.max_steps = max_steps
+        #: seconds a wake-up may spend outside any step (a step's own timeout applies within it)
+        self.run_deadline = supervisor.config.deadline if supervisor else 30.0
+        self.env = env
+        self.metrics_interval = metrics_interval
+        self.hotpath = HotPath()
+        self.workflows: dict[str, Workflow] = {}
+        self.scheduler = Scheduler(self._wake, self.clock, max_running)
+        self._generation: dict[str, int] = {}
+        self._pause: set[str] = set()
+        self._parked: dict[str, list[tuple[str, str | None]]] = {}  # workflow not registered yet
+        self.losses: dict[str, int] = {}  # sandbox losses outside a step, per instance
+        self._flusher: asyncio.Task[None] | None = None
+        self.started = False
+        self.closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.started = True
+        _running.append(self)
+        if self.supervisor is not None:
+            self.supervisor.metrics.observers.append(self._observe)
+            self.supervisor.extra_stats["workflows"] = self.stats
+        self.scheduler.start()
+        await self._recover()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
+
+    async def _recover(self) -> None:
+        """Bring back every unfinished instance: the store is the truth after a crash."""
+        for instance_id, status, tenant, wake_at in await self.store.unfinished():
+            if status == "queued":
+                self.scheduler.ready(instance_id, tenant)
+            elif status == "waiting" and wake_at is not None:
+                self.scheduler.at(instance_id, tenant, wake_at)
+            elif status == "waitingForPause":  # it was running when asked to pause
+                await self.store.update_instance(
+                    instance_id, status="paused", updated=self.clock.now()
+                )
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self in _running:
+            _running.remove(self)
+        await self.scheduler.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self.supervisor is not None:
+            with contextlib.suppress(ValueError):
+                self.supervisor.metrics.observers.remove(self._observe)
+            self.supervisor.extra_stats.pop("workflows", None)
+        if self.started:
+            with contextlib.suppress(Exception):
+                await self.hotpath.flush(self.store)
+            await self.store.close()
+
+    def _check_open(self) -> None:
+        if not self.started or self.closed:
+            raise EngineClosed("the engine is not running: use `async with Engine(...)`")
+
+    # --- workflows -------------------------------------------------------------------------------
+
+    def register(self, name: str, entrypoint: Any) -> Workflow:
+        """Register a workflow: a dynamic entrypoint, a loader entrypoint stub of a tenant's
+        workflow class, or a host-side `WorkflowEntrypoint` subclass."""
+        if not isinstance(name, str) or not name or len(name) > rules.MAX_STEP_NAME:
+            raise InvalidInput("a workflow name must be a non-empty str of <= 256 characters")
+        if name in self.workflows:
+            raise InvalidInput(f"workflow {name!r} is already registered")
+        workflow = Workflow(self, name, entrypoint)
+        self.workflows[name] = workflow
+        for instance_id, tenant in self._parked.pop(name, []):
+            self.scheduler.ready(instance_id, tenant)
+        return workflow
+
+    def workflow(self, name: str) -> Workflow:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise UnknownWorkflow(
+                f"no workflow {name!r} is registered; registered: {sorted(self.workflows)}"
+            ) from None
+
+    # --- instance operations ---------------------------------------------------------------------
+
+    @staticmethod
+    def batch_items(items: object) -> list[tuple[str | None, Any]]:
+        if not isinstance(items, list):
+            raise InvalidInput("create_batch takes a list of {'id': ..., 'params': ...}")
+        if len(items) > rules.MAX_BATCH:
+            raise InvalidInput(f"create_batch takes at most {rules.MAX_BATCH} instances")
+        pairs = []
+        for item in items:
+            if not isinstance(item, dict) or set(item) - {"id", "params"}:
+                raise InvalidInput("each create_batch item is {'id': ..., 'params': ...}")
+            pairs.append((item.get("id"), item.get("params")))
+        return pairs
+
+    async def create(
+        self,
+        workflow: str,
+        pairs: list[tuple[str | None, Any]],
+        *,
+        tenant: str | None = None,
+        strict: bool = False,
+    ) -> list[str]:
+        """Create instances; return the ids created. `strict`: an existing id is an error."""
+        self._check_open()
+        self.workflow(workflow)
+        now = self.clock.now()
+        records, seen = [], set()
+        for given, params in pairs:
+            try:
+                local = uuid.uuid4().hex if given is None else rules.check_instance_id(given)
+                payload = rules.check_size(_encode(params), "the instance's params")
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                raise InvalidInput(str(exc)) from None
+            instance_id = local if tenant is None else f"{tenant}/{local}"
+            if instance_id in seen:
+                raise InvalidInput(f"instance id {local!r} appears twice in one batch")
+            seen.add(instance_id)
+            records.append(
+                InstanceRecord(instance_id, workflow, "queued", payload, now, now, tenant)
+            )
+        created = await self.store.create_instances(records)
+        if strict and not created:
+            raise InstanceExists(f"an instance with id {records[0].id!r} already exists")
+        for instance_id in created:
+            self.scheduler.ready(instance_id, tenant, due=now)
+        return created
+
+    async def record(self, instance_id: str) -> InstanceRecord:
+        self._check_open()
+        return await self.store.get_instance(instance_id)
+
+    def instance(self, instance_id: str) -> Instance:
+        return Instance(self, instance_id)
+
+    async def status(self, instance_id: str) -> dict[str, Any]:
+        record = await self.record(instance_id)
+        status = record.status
+        if instance_id in self.scheduler.running and status in ("queued", "waiting"):
+            status = "running"
+        return {
+            "status": status if status in STATUSES else "unknown",
+            "output": _decode(record.output) if record.output is not None else None,
+            "error": _decode(record.error) if record.error is not None else None,
+        }
+
+    async def pause(self, instance_id: str) -> None:
+        record = await self.record(instance_id)
+        self._refuse_finished(record, "paused")
+        if record.status in ("paused", "waitingForPause"):
+            return
+        now = self.clock.now()
+        if instance_id in self.scheduler.running:
+            self._pause.add(instance_id)  # the running wake-up stops after its current step
+            await self.store.update_instance(instance_id, status="waitingForPause", updated=now)
+        else:
+            self.scheduler.cancel(instance_id)
+            await self.store.update_instance(instance_id, status="paused", updated=now)
+
+    async def resume(self, instance_id: str) -> None:
+        record = await self.record(instance_id)
+        if record.status == "waitingForPause":
+            self._pause.discard(instance_id)
+            await self.store.update_instance(instance_id, status="queued")
+            return
+        if record.status != "paused":
+            raise InvalidTransition(
+                f"instance {instance_id!r} is {record.status}, not paused: nothing to resume"
+            )
+        now = self.clock.now()
+        if record.wake_at is not None and record.wake_at > now:
+            await self.store.update_instance(instance_id, status="waiting", updated=now)
+            self.scheduler.at(instance_id, record.tenant, record.wake_at)
+        else:
+            await self.store.update_instance(instance_id, status="queued", updated=now)
+            self.scheduler.ready(instance_id, record.tenant)
+
+    async def terminate(self, instance_id: str) -> None:
+        record = await self.record(instance_id)
+        self._refuse_finished(record, "terminated")
+        self._fence(instance_id)
+        await self.store.update_instance(
+            instance_id, status="terminated", wake_at=None, updated=self.clock.now()
+        )
+
+    async def restart(self, instance_id: str, from_step: str | None = None) -> None:
+        record = await self.record(instance_id)
+        position = 0
+        if from_step is not None:
+            steps = await self.store.steps(instance_id)
+            positions = [s.position for s in steps if s.name == from_step]
+            if not positions:
+                raise InvalidInput(
+                    f"instance {instance_id!r} has no recorded step named {from_step!r}"
+                )
+            position = positions[0]
+        self._fence(instance_id)
+        await self.store.restart(instance_id, position, self.clock.now())
+        self.scheduler.ready(instance_id, record.tenant)
+
+    async def send_event(self, instance_id: str, type: str, payload: Any = None) -> None:
+        self._check_open()
+        try:
+            rules.check_event_type(type)
+            data = rules.check_size(_encode(payload), "the event payload")
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise InvalidInput(str(exc)) from None
+        now = self.clock.now()
+        if await self.store.deliver_event(instance_id, type, data, now, now):
+            record = await self.store.get_instance(instance_id)
+            self.scheduler.ready(instance_id, record.tenant)
+
+    async def delete(self, instance_id: str) -> None:
+        self._check_open()
+        self._fence(instance_id)
+        await self.store.delete_instance(instance_id)
+
+    def _refuse_finished(self, record: InstanceRecord, wanted: str) -> None:
+        if record.status in FINISHED:
+            raise InvalidTransition(
+                f"instance {record.id!r} is {record.status}: it cannot be {wanted} "
+                "(restart it to run it again)"
+            )
+
+    def _fence(self, instance_id: str) -> None:
+        """Make any running wake-up of the instance stale, and forget its timers."""
+        self._generation[instance_id] = self._generation.get(instance_id, 0) + 1
+        self._pause.discard(instance_id)
+        self.scheduler.cancel(instance_id)
+
+    # --- what sessions ask -----------------------------------------------------------------------
+
+    def is_current(self, instance_id: str, generation: int) -> bool:
+        return self._generation.get(instance_id, 0) == generation and not self.closed
+
+    def pause_wanted(self, instance_id: str) -> bool:
+        return instance_id in self._pause
+
+    def pause_done(self, instance_id: str) -> None:
+        self._pause.discard(instance_id)
+
+    def park(self, record: InstanceRecord) -> None:
+        self._parked.setdefault(record.workflow, []).append((record.id, record.tenant))
+
+    def session(self, record: InstanceRecord, steps: list[Any]) -> StepSession:
+        return StepSession(self, record, steps, self._generation.get(record.id, 0))
+
+    async def _wake(self, instance_id: str, due: float) -> None:
+        await wake_up(self, instance_id, due)
+
+    # --- hot paths -------------------------------------------------------------------------------
+
+    def note_wake(self, session: StepSession, worker: Any) -> None:
+        """A wake-up is about to run: cold if the worker has no live sandbox (None: host)."""
+        cold = False
+        if worker is not None and self.supervisor is not None:
+            cold = self.supervisor.sandbox_pid(worker.worker_id) is None
+        self.hotpath.wake(session.tenant or "", cold, session.due_ms, self.clock.now())
+
+    def _observe(self, event: str, tenant: str, value: float) -> None:
+        self.hotpath.observe(event, tenant, value, self.clock.now())
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(self.metrics_interval)
+            try:
+                await self.hotpath.flush(self.store)
+            except Exception:
+                log.warning("could not flush hot-path metrics; kept for the next try")
+
+    async def hot_paths(self, since_minute: int = 0) -> list[dict[str, Any]]:
+        """Per tenant per minute: wake.cold, wake.warm, boot_ms, due_to_running_ms and
+        evict.<reason>, each with `count` and `total` (durable across restarts)."""
+        self._check_open()
+        return await self.hotpath.history(self.store, since_minute)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": len(self.scheduler.running),
+            "ready": self.scheduler.queued,
+            "hibernating": self.scheduler.waiting,
+            **self.hotpath.snapshot(),
+        }
+
+
+#: Engines started in this process, most recent last: `wrap_workflow_binding` finds its engine
+#: here when it was not given one.
+_running: list[Engine] = []
+
+
+def running_engine() -> Engine:
+    if len(_running) != 1:
+        raise EngineClosed(
+            f"{len(_running)} engines are running in this process: pass engine= to "
+            "wrap_workflow_binding" if _running else "no engine is running: start one first"
+        )
+    return _running[0]

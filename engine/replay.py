@@ -1,0 +1,288 @@
+"""Replay of one workflow wake-up: the `step` object a workflow's `run(event, step)` receives.
+
+Runs inside a tenant's sandbox, in the thread that runs tenant code (and, for host-side
+workflows, in a worker thread of the host). Imports nothing from the host side: it talks to the
+engine through a `Transport` (two calls: `call` waits for the host's durable answer, `notify`
+does not wait).
+
+`run()` re-executes from the top on every wake-up. The host hands over the recorded steps; each
+step call here finds its record by position, checks that (kind, name) match, and returns the
+recorded result (or re-raises the recorded failure) without running again. The first step
+without a record is executed and recorded through the host before its result is returned.
+
+A retry delay, sleep or wait suspends the instance: `Suspend` is a `BaseException`, and the step
+object remembers it, so a tenant's bare `except:` that swallows it changes nothing: the outcome
+is decided by what the step object recorded, and every later step call raises it again.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from engine import rules
+from sandbox_policy.namespace import register_safe_type
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class Transport(Protocol):
+    def call(self, method: str, *args: Any) -> Any: ...
+    def notify(self, method: str, *args: Any) -> None: ...
+
+
+class Suspend(BaseException):
+    """The instance hibernates here; `why` is retry, sleep, event, pause or stop."""
+
+    def __init__(self, why: str, wake_ms: int | None = None, event_type: str | None = None):
+        super().__init__(why)
+        self.why = why
+        self.wake_ms = wake_ms
+        self.event_type = event_type
+
+
+@register_safe_type
+class NonRetryableError(Exception):
+    """Raise it from a step body to fail the step at once, without further attempts."""
+
+
+@register_safe_type
+class StepError(Exception):
+    """A step failed for good (retries exhausted, or NonRetryableError); replays raise it too.
+
+    `name` is the type of the error the step body raised, `message` its message.
+    """
+
+    def __init__(self, step: str, name: str, message: str) -> None:
+        super().__init__(f"step {step!r} failed: {name}: {message}")
+        self.step = step
+        self.name = name
+        self.message = message
+
+
+@register_safe_type
+class WaitTimeout(StepError):
+    """`step.wait_for_event` reached its timeout without an event of its type."""
+
+
+@register_safe_type
+class NonDeterminismError(Exception):
+    """A replayed step does not match its record; the instance fails with this error."""
+
+
+@register_safe_type
+class WorkflowEvent:
+    """What `run(event, step)` receives: `payload`, `timestamp`, `instance_id`, `workflow_name`."""
+
+    def __init__(
+        self, payload: Any, timestamp: float, instance_id: str, workflow_name: str
+    ) -> None:
+        self.payload = payload
+        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.timezone.utc)
+        self.instance_id = instance_id
+        self.workflow_name = workflow_name
+
+
+@register_safe_type
+class Event:
+    """An event delivered to `step.wait_for_event`: `type`, `payload`, `timestamp`."""
+
+    def __init__(self, type: str, payload: Any, timestamp: float) -> None:
+        self.type = type
+        self.payload = payload
+        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.timezone.utc)
+
+
+@register_safe_type
+class WorkflowEntrypoint:
+    """Base class of a workflow; subclasses define `run(self, event, step)`."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+def _epoch_ms(when: object) -> int:
+    if isinstance(when, _datetime.datetime):
+        if when.tzinfo is None:
+            raise ValueError("sleep_until needs an aware datetime (with tzinfo) or epoch ms")
+        return int(when.timestamp() * 1000)
+    return rules.duration_ms(when, "sleep_until time")
+
+
+@register_safe_type
+class Step:
+    """The `step` argument of `run`: `do`, `sleep`, `sleep_until`, `wait_for_event`."""
+
+    def __init__(self, transport: Transport, handover: dict[str, Any]) -> None:
+        self._transport = transport
+        self._history: list[list[Any]] = handover["history"]
+        self._now_ms: int = handover["now"]
+        self._max_steps: int = handover["max_steps"]
+        self._position = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        self._halt: BaseException | None = None  # Suspend or NonDeterminismError, sticky
+        self._in_step = False
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+
+    def _next(self, kind: str, name: object) -> tuple[int, int, list[Any] | None]:
+        if self._halt is not None:
+            raise self._halt
+        if self._in_step:
+            raise RuntimeError("steps cannot be nested: call step methods from run(), not a step")
+        rules.check_step_name(name)
+        assert isinstance(name, str)
+        position = self._position
+        if position >= self._max_steps:
+            self._halt = NonDeterminismError(
+                f"the instance reached its limit of {self._max_steps} steps; split the work "
+                "into several instances or raise the engine's max_steps"
+            )
+            raise self._halt
+        self._position += 1
+        occurrence = self._seen.get((kind, name), 0)
+        self._seen[(kind, name)] = occurrence + 1
+        record = self._history[position] if position < len(self._history) else None
+        if record is not None and (record[0] != kind or record[1] != name):
+            self._halt = NonDeterminismError(
+                f"step {kind} {name!r} at position {position} was recorded as {record[0]} "
+                f"{record[1]!r}: the workflow is not deterministic; restart the instance or "
+                "keep step names and order stable"
+            )
+            raise self._halt
+        return position, occurrence, record
+
+    def _suspend(self, why: str, wake_ms: int | None = None, event_type: str | None = None):
+        self._halt = Suspend(why, wake_ms, event_type)
+        return self._halt
+
+    def _control(self, answer: object) -> None:
+        if answer in ("pause", "stop"):
+            raise self._suspend(str(answer))
+
+    # --- step.do ---------------------------------------------------------------------------------
+
+    def do(self, name: str, fn: Callable[[], Any] | None = None, config: Any = None) -> Any:
+        """Run `fn` once, durably; with no `fn`, a decorator: `@step.do("name")`."""
+        if fn is None:
+
+            def decorate(body: Callable[[], Any]) -> Callable[[], Any]:
+                return lambda: self.do(name, body, config)
+
+            return decorate
+        if not callable(fn):
+            raise TypeError(f"step.do({name!r}, fn): fn must be callable")
+        position, occurrence, record = self._next("do", name)
+        attempts = 0
+        if record is not None:
+            status = record[2]
+            if status == "complete":
+                return _decode(record[3])
+            if status == "failed":
+                failure = _decode(record[3])
+                raise StepError(name, failure["name"], failure["message"])
+            attempts, frozen = record[4], record[5]  # pending: config frozen at attempt 1
+            if record[6] is not None and record[6] > self._now_ms:
+                raise self._suspend("retry", record[6])
+        else:
+            frozen = rules.step_config(config)
+        self._transport.notify("begin", position, name, occurrence, attempts + 1, frozen)
+        self._in_step = True
+        try:
+            value = fn()
+            try:
+                payload = rules.check_size(_encode(value), f"the result of step {name!r}")
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                raise NonRetryableError(f"{exc} (a step returns plain data: dict, list, str, "
+                                        "bytes, int, float, bool, None)") from None
+        except Exception as exc:
+            attempts += 1
+            error = {"name": type(exc).__name__, "message": _message(exc)}
+            final = isinstance(exc, NonRetryableError) or attempts > frozen["retries"]["limit"]
+            if final:
+                self._control(self._transport.call("fail", position, name, occurrence, error))
+                raise StepError(name, error["name"], error["message"]) from None
+            wake = self._transport.call("retry", position, name, occurrence, attempts, frozen)
+            raise self._suspend("retry", wake) from None
+        finally:
+            self._in_step = False
+        self._control(self._transport.call("complete", position, "do", name, occurrence, payload))
+        return value
+
+    # --- sleeping and waiting --------------------------------------------------------------------
+
+    def sleep(self, name: str, duration: Any) -> None:
+        """Hibernate for `duration` (ms, or "10 seconds", "2 days", ...)."""
+        self._sleep(name, rules.duration_ms(duration), None)
+
+    def sleep_until(self, name: str, when: Any) -> None:
+        """Hibernate until an aware `datetime` or epoch milliseconds."""
+        self._sleep(name, None, _epoch_ms(when))
+
+    def _sleep(self, name: str, delay_ms: int | None, until_ms: int | None) -> None:
+        position, occurrence, record = self._next("sleep", name)
+        if record is not None:
+            if record[2] == "complete" or record[6] <= self._now_ms:
+                return
+            raise self._suspend("sleep", record[6])
+        wake = self._transport.call("sleep", position, name, occurrence, delay_ms, until_ms)
+        if wake is not None:
+            raise self._suspend("sleep", wake)
+
+    def wait_for_event(self, name: str, type: str, timeout: Any = "24 hours") -> Event:
+        """The next event of `type` sent to this instance; `WaitTimeout` after `timeout`."""
+        rules.check_event_type(type)
+        timeout_ms = rules.duration_ms(timeout, "wait_for_event timeout")
+        position, occurrence, record = self._next("wait", name)
+        if record is not None and record[2] == "complete":
+            event = _decode(record[3])
+            return Event(event["type"], event["payload"], event["timestamp"])
+        if record is not None and record[2] == "failed":
+            raise WaitTimeout(name, "WaitTimeout", f"no {type!r} event within the timeout")
+        answer = self._transport.call("wait", position, name, occurrence, type, timeout_ms)
+        if answer["status"] == "event":
+            self._control(answer["control"])
+            event = _decode(answer["event"])
+            return Event(event["type"], event["payload"], event["timestamp"])
+        if answer["status"] == "timeout":
+            raise WaitTimeout(name, "WaitTimeout", f"no {type!r} event within the timeout")
+        raise self._suspend("event", answer["wake"], type)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)[:4096]
+    except Exception:
+        return "<the error message could not be rendered>"
+
+
+def run_workflow(
+    entry: WorkflowEntrypoint, event: dict[str, Any], transport: Transport, handover: dict[str, Any]
+) -> dict[str, Any]:
+    """One wake-up of an instance; the outcome as plain data for the engine.
+
+    `{"s": "complete", "output": bytes}` or `{"s": "suspend", "why": ..., "wake": ms}`; an
+    exception from `run()` (or a determinism error) propagates to the caller, which reports it
+    as the instance's error.
+    """
+    step = Step(transport, handover)
+    workflow_event = WorkflowEvent(
+        event["payload"], event["timestamp"], event["instance_id"], event["workflow_name"]
+    )
+    try:
+        output = entry.run(workflow_event, step)
+    except BaseException:
+        if step._halt is None:
+            raise
+    halt = step._halt
+    if isinstance(halt, Suspend):
+        return {"s": "suspend", "why": halt.why, "wake": halt.wake_ms, "type": halt.event_type}
+    if halt is not None:
+        raise halt
+    payload = rules.check_size(_encode(output), "the workflow's output")
+    return {"s": "complete", "output": payload}

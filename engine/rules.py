@@ -1,0 +1,137 @@
+"""The rules of durable steps that both sides apply: durations, retry config, limits, names.
+
+Pure functions and constants; imported by the host engine and inside every sandbox (it imports
+only the standard library). Bad input raises `ValueError` (or `TypeError`) with a message that
+names the value and says what is accepted; callers turn that into their own typed errors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: Step names longer than this are refused.
+MAX_STEP_NAME = 256
+#: Instance ids: a letter, digit or underscore, then letters, digits, - and _; at most 100.
+INSTANCE_ID = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,99}$")
+#: Step results, instance params, outputs and event payloads, encoded, are at most this.
+MAX_PAYLOAD_BYTES = 1 << 20
+#: Steps one instance may record, unless the engine is configured otherwise.
+DEFAULT_MAX_STEPS = 10_000
+#: Event types follow the step-name limit.
+MAX_EVENT_TYPE = 256
+#: Instances one create_batch call may create.
+MAX_BATCH = 100
+
+BACKOFFS = ("constant", "linear", "exponential")
+DEFAULT_RETRIES = {"limit": 5, "delay": 10_000, "backoff": "exponential"}
+DEFAULT_TIMEOUT_MS = 10 * 60 * 1000
+
+_UNITS_MS = {
+    "millisecond": 1,
+    "second": 1000,
+    "minute": 60_000,
+    "hour": 3_600_000,
+    "day": 86_400_000,
+    "week": 604_800_000,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*$")
+
+
+def duration_ms(value: object, what: str = "duration") -> int:
+    """Milliseconds for a number of milliseconds or a string like "10 seconds", "2 days"."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be milliseconds or a string like '5 minutes', not a bool")
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value or value == float("inf"):
+            raise ValueError(f"{what} must be a finite number of milliseconds >= 0, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match and match.group(2) in _UNITS_MS:
+            return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+        raise ValueError(
+            f"{what} {value!r} is not understood: use milliseconds (a number) or '<n> <unit>' "
+            f"with unit one of {', '.join(_UNITS_MS)} (plural allowed)"
+        )
+    raise TypeError(f"{what} must be a number of milliseconds or a string, got {type(value)}")
+
+
+def step_config(config: object) -> dict[str, Any]:
+    """A complete, plain step config from the tenant's partial one (None: the defaults)."""
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise TypeError("a step config must be a dict like {'retries': {...}, 'timeout': ...}")
+    unknown = set(config) - {"retries", "timeout"}
+    if unknown:
+        raise ValueError(f"unknown step config keys {sorted(unknown)}: use 'retries', 'timeout'")
+    retries = config.get("retries") or {}
+    if not isinstance(retries, dict):
+        raise TypeError("step config 'retries' must be a dict with limit, delay, backoff")
+    unknown = set(retries) - set(DEFAULT_RETRIES)
+    if unknown:
+        raise ValueError(f"unknown retries keys {sorted(unknown)}: use limit, delay, backoff")
+    merged = {**DEFAULT_RETRIES, **retries}
+    limit = merged["limit"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1000:
+        raise ValueError(f"retries limit must be an int in [0, 1000], got {limit!r}")
+    if merged["backoff"] not in BACKOFFS:
+        raise ValueError(f"retries backoff {merged['backoff']!r} must be one of {BACKOFFS}")
+    timeout = config.get("timeout", DEFAULT_TIMEOUT_MS)
+    timeout_ms = duration_ms(timeout, "step timeout")
+    if timeout_ms <= 0:
+        raise ValueError("a step timeout must be > 0")
+    return {
+        "retries": {
+            "limit": limit,
+            "delay": duration_ms(merged["delay"], "retries delay"),
+            "backoff": merged["backoff"],
+        },
+        "timeout": timeout_ms,
+    }
+
+
+def retry_delay_ms(config: dict[str, Any], attempts: int) -> int:
+    """Wait before the next attempt, after `attempts` failed ones (1 = the first failed)."""
+    retries = config["retries"]
+    delay = int(retries["delay"])
+    if retries["backoff"] == "constant":
+        return delay
+    if retries["backoff"] == "linear":
+        return delay * attempts
+    return delay * 2 ** min(attempts - 1, 40)
+
+
+def check_step_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a step name must be a non-empty str, got {name!r}")
+    if len(name) > MAX_STEP_NAME:
+        raise ValueError(f"step name is {len(name)} characters; the limit is {MAX_STEP_NAME}")
+    return name
+
+
+def check_instance_id(instance_id: object) -> str:
+    if not isinstance(instance_id, str) or not INSTANCE_ID.match(instance_id):
+        raise ValueError(
+            f"instance id {instance_id!r} is not valid: 1-100 characters of letters, digits, "
+            "- and _, not starting with -"
+        )
+    return instance_id
+
+
+def check_event_type(event_type: object) -> str:
+    if not isinstance(event_type, str) or not event_type:
+        raise TypeError(f"an event type must be a non-empty str, got {event_type!r}")
+    if len(event_type) > MAX_EVENT_TYPE:
+        raise ValueError(f"event type is {len(event_type)} characters; limit {MAX_EVENT_TYPE}")
+    return event_type
+
+
+def check_size(data: bytes, what: str) -> bytes:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"{what} is {len(data)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} (1 MiB): "
+            "store large data elsewhere and pass a reference"
+        )
+    return data

@@ -1,0 +1,259 @@
+"""One wake-up of one instance, host side: the `step` binding granted to the workflow's `run`.
+
+Host side, on the engine's event loop. The session hands the recorded steps to the sandbox (as
+the grant's handover) and serves the step object's calls: `begin` (a notification: a step
+attempt started; its timeout becomes the call's deadline), `complete`, `fail`, `retry`, `sleep`
+and `wait`. Each write is one store transaction and is durable before the answer leaves, so a
+step's result is recorded before tenant code sees it.
+
+A session is fenced by the instance's generation: after `terminate`, `restart` or `delete`, its
+calls fail and write nothing. Values from the sandbox are checked here again (types, sizes,
+config), since the sandbox is not trusted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine import rules
+from engine.store import EventRecord, InstanceRecord, StepRecord
+from loader import Binding
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class StaleSession(Exception):
+    """The instance was terminated, restarted or deleted while this wake-up ran."""
+
+
+class StepSession(Binding):
+    kind = "step"
+    methods = frozenset({"begin", "complete", "fail", "retry", "sleep", "wait"})
+
+    def __init__(
+        self, engine: Engine, record: InstanceRecord, steps: list[StepRecord], generation: int
+    ) -> None:
+        self.engine = engine
+        self.id = record.id
+        self.tenant = record.tenant
+        self.steps = steps
+        self.generation = generation
+        #: (position, name, occurrence, attempt, config) of the step attempt running now
+        self.in_flight: tuple[int, str, int, int, dict[str, Any]] | None = None
+        #: the status and wake time this wake-up already recorded durably, if it suspended
+        self.suspended: tuple[str, float | None] | None = None
+        self.recorded = 0  # steps recorded in this wake-up
+        self.due_ms = 0.0  # from due to running, for the hot paths
+        self._control: Any = None
+
+    # --- the grant -------------------------------------------------------------------------------
+
+    def handover(self) -> dict[str, Any]:
+        history = []
+        for s in self.steps:
+            config = _decode(s.config) if s.config else None
+            wake = None if s.wake_at is None else int(s.wake_at * 1000)
+            history.append([s.kind, s.name, s.status, s.result or s.error, s.attempts, config, wake])
+        return {
+            "history": history,
+            "now": int(self.engine.clock.now() * 1000),
+            "max_steps": self.engine.max_steps,
+        }
+
+    def before_run(self, worker: Any) -> None:
+        """The runner is known: record the wake-up as cold or warm for the hot paths."""
+        self.engine.note_wake(self, worker)
+
+    def granted(self, control: Any) -> None:
+        self._control = control
+
+    async def call(
+        self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        if not self.engine.is_current(self.id, self.generation):
+            raise StaleSession(f"instance {self.id!r} was terminated, restarted or deleted")
+        handler = getattr(self, f"_{method}")
+        return await handler(*args, **kwargs)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _step(self, position: object, kind: str, name: object, occurrence: object) -> StepRecord:
+        if not isinstance(position, int) or not 0 <= position < self.engine.max_steps:
+            raise ValueError(f"step position {position!r} is out of range")
+        if not isinstance(occurrence, int) or occurrence < 0:
+            raise ValueError(f"step occurrence {occurrence!r} is not valid")
+        rules.check_step_name(name)
+        assert isinstance(name, str)
+        return StepRecord(self.id, position, kind, name, occurrence, "pending")
+
+    def _deadline_between_steps(self) -> None:
+        self.in_flight = None
+        if self._control is not None:
+            self._control.set_deadline(self.engine.run_deadline)
+
+    def _waiting(self, wake_at: float | None, waiting_for: str | None = None) -> dict[str, Any]:
+        """Instance fields for a suspension, or for a pause asked for meanwhile."""
+        status = "paused" if self.engine.pause_wanted(self.id) else "waiting"
+        self.suspended = (status, wake_at)
+        return {
+            "status": status,
+            "wake_at": wake_at,
+            "waiting_for": waiting_for,
+            "updated": self.engine.clock.now(),
+        }
+
+    async def _finish_step(self, step: StepRecord) -> str:
+        """Record a finished step; answer "pause" if a pause was asked for meanwhile."""
+        self.recorded += 1
+        self._deadline_between_steps()
+        if self.engine.pause_wanted(self.id):
+            fields = self._waiting(None)
+            fields["status"] = "paused"
+            await self.engine.store.record(step, self.id, **fields)
+            return "pause"
+        await self.engine.store.record(step, self.id)
+        return "go"
+
+    # --- calls from the step object --------------------------------------------------------------
+
+    async def _begin(
+        self, position: int, name: str, occurrence: int, attempt: int, config: Any
+    ) -> None:
+        self._step(position, "do", name, occurrence)
+        frozen = rules.step_config(config)
+        self.in_flight = (position, name, occurrence, int(attempt), frozen)
+        if self._control is not None:
+            self._control.set_deadline(frozen["timeout"] / 1000)
+
+    async def _complete(
+        self, position: int, kind: str, name: str, occurrence: int, payload: bytes
+    ) -> str:
+        if kind != "do" or not isinstance(payload, bytes):
+            raise TypeError("complete(position, 'do', name, occurrence, result bytes)")
+        rules.check_size(payload, f"the result of step {name!r}")
+        step = self._step(position, kind, name, occurrence)
+        attempts = self.in_flight[3] if self.in_flight else 1
+        return await self._finish_step(
+            StepRecord(**{**step.__dict__, "status": "complete", "result": payload,
+                          "attempts": attempts})
+        )
+
+    async def _fail(self, position: int, name: str, occurrence: int, error: Any) -> str:
+        step = self._step(position, "do", name, occurrence)
+        failure = _failure(error)
+        attempts = self.in_flight[3] if self.in_flight else 1
+        return await self._finish_step(
+            StepRecord(**{**step.__dict__, "status": "failed", "error": failure,
+                          "attempts": attempts})
+        )
+
+    async def _retry(
+        self, position: int, name: str, occurrence: int, attempts: int, config: Any
+    ) -> int:
+        step = self._step(position, "do", name, occurrence)
+        frozen = rules.step_config(config)
+        return await self.schedule_retry(step, int(attempts), frozen)
+
+    async def schedule_retry(self, step: StepRecord, attempts: int, config: dict[str, Any]) -> int:
+        """Record a failed attempt that will be retried, and hibernate until it is due."""
+        wake_at = self.engine.clock.now() + rules.retry_delay_ms(config, attempts) / 1000
+        pending = StepRecord(
+            **{**step.__dict__, "attempts": attempts, "config": _encode(config),
+               "wake_at": wake_at}
+        )
+        self.recorded += 1
+        self.in_flight = None
+        await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
+        return int(wake_at * 1000)
+
+    async def _sleep(
+        self, position: int, name: str, occurrence: int, delay_ms: Any, until_ms: Any
+    ) -> int | None:
+        step = self._step(position, "sleep", name, occurrence)
+        now = self.engine.clock.now()
+        if until_ms is not None:
+            wake_at = rules.duration_ms(until_ms, "sleep_until") / 1000
+        else:
+            wake_at = now + rules.duration_ms(delay_ms, "sleep duration") / 1000
+        self.recorded += 1
+        if wake_at <= now:
+            await self.engine.store.record(
+                StepRecord(**{**step.__dict__, "status": "complete"}), self.id
+            )
+            return None
+        pending = StepRecord(**{**step.__dict__, "wake_at": wake_at})
+        await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
+        return int(wake_at * 1000)
+
+    async def _wait(
+        self, position: int, name: str, occurrence: int, type: str, timeout_ms: Any
+    ) -> dict[str, Any]:
+        step = self._step(position, "wait", name, occurrence)
+        rules.check_event_type(type)
+        store, now = self.engine.store, self.engine.clock.now()
+        event = await store.take_event_into(step, type, _event_bytes)
+        if event is not None:
+            self.recorded += 1
+            control = "go"
+            if self.engine.pause_wanted(self.id):
+                await store.record(None, self.id, **self._waiting(None))
+                control = "pause"
+            return {"status": "event", "event": _event_bytes(event), "control": control}
+        previous = self.steps[position] if position < len(self.steps) else None
+        if previous is not None and previous.kind == "wait" and previous.wake_at is not None:
+            wake_at = previous.wake_at  # the timeout was fixed when the wait began
+        else:
+            wake_at = now + rules.duration_ms(timeout_ms, "wait timeout") / 1000
+        self.recorded += 1
+        if wake_at <= now:
+            timeout = _failure({"name": "WaitTimeout", "message": f"no {type!r} event"})
+            await store.record(StepRecord(**{**step.__dict__, "status": "failed",
+                                             "error": timeout}), self.id)
+            return {"status": "timeout"}
+        pending = StepRecord(**{**step.__dict__, "wake_at": wake_at})
+        await store.record(pending, self.id, **self._waiting(wake_at, waiting_for=type))
+        return {"status": "wait", "wake": int(wake_at * 1000)}
+
+    # --- losses the engine reports ---------------------------------------------------------------
+
+    async def attempt_lost(self, name: str, message: str) -> bool:
+        """The sandbox died or timed out during a step attempt: count it as a failed attempt.
+
+        True if there was an attempt in flight (and it is now recorded)."""
+        if self.in_flight is None or not self.engine.is_current(self.id, self.generation):
+            return False
+        position, step_name, occurrence, attempt, config = self.in_flight
+        step = StepRecord(self.id, position, "do", step_name, occurrence, "pending")
+        if attempt > config["retries"]["limit"]:
+            failure = _failure({"name": name, "message": message})
+            await self.engine.store.record(
+                StepRecord(**{**step.__dict__, "status": "failed", "error": failure,
+                              "attempts": attempt}),
+                self.id,
+                status="queued",
+                wake_at=None,
+                updated=self.engine.clock.now(),
+            )
+            self.suspended = ("queued", None)
+        else:
+            await self.schedule_retry(step, attempt, config)
+        return True
+
+
+def _failure(error: Any) -> bytes:
+    if not isinstance(error, dict):
+        raise TypeError("a step failure is {'name': str, 'message': str}")
+    name, message = str(error.get("name", "Error"))[:256], str(error.get("message", ""))[:4096]
+    return _encode({"name": name, "message": message})
+
+
+def _event_bytes(event: EventRecord) -> bytes:
+    return _encode(
+        {"type": event.type, "payload": _decode(event.payload), "timestamp": event.timestamp}
+    )

@@ -1,0 +1,66 @@
+"""A workflow binding as tenant code sees it: `env.WORKFLOWS.create(...)` and instance handles.
+
+Runs inside a sandbox, in the thread that runs tenant code. Every method is one RPC through the
+binding stub the host granted (`kind == "workflow"`); the host scopes every call to the calling
+tenant, so ids here are the tenant's own. Failures are the stub's: `BindingError` with the host's
+message (unknown instance, bad id, payload over 1 MiB, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox_policy.namespace import register_safe_type
+
+
+@register_safe_type
+class InstanceHandle:
+    """One workflow instance: `id`, `status()`, `pause()`, `resume()`, `terminate()`,
+    `restart(from_step=None)`, `send_event(type, payload)`, `delete()`."""
+
+    def __init__(self, stub: Any, instance_id: str) -> None:
+        self._stub = stub
+        self.id = instance_id
+
+    def status(self) -> dict[str, Any]:
+        return self._stub.status(self.id)  # type: ignore[no-any-return]
+
+    def pause(self) -> None:
+        self._stub.pause(self.id)
+
+    def resume(self) -> None:
+        self._stub.resume(self.id)
+
+    def terminate(self) -> None:
+        self._stub.terminate(self.id)
+
+    def restart(self, from_step: str | None = None) -> None:
+        self._stub.restart(self.id, from_step)
+
+    def send_event(self, type: str, payload: Any = None) -> None:
+        self._stub.send_event(self.id, type, payload)
+
+    def delete(self) -> None:
+        self._stub.delete(self.id)
+
+    def __repr__(self) -> str:
+        return f"<workflow instance {self.id}>"
+
+
+@register_safe_type
+class WorkflowBinding:
+    """`env.WORKFLOWS`: create instances of the tenant's workflow, and find them again."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def create(self, id: str | None = None, params: Any = None) -> InstanceHandle:
+        return InstanceHandle(self._stub, self._stub.create(id, params))
+
+    def create_batch(self, instances: list[dict[str, Any]]) -> list[InstanceHandle]:
+        """Each item is `{"id": ..., "params": ...}` (both optional); at most 100. Ids that
+        exist are skipped and left out of the result."""
+        return [InstanceHandle(self._stub, i) for i in self._stub.create_batch(instances)]
+
+    def get(self, id: str) -> InstanceHandle:
+        return InstanceHandle(self._stub, self._stub.get(id))

@@ -1,0 +1,214 @@
+"""One wake-up of one instance: load its records, run its workflow, settle the outcome.
+
+Host side, on the engine's event loop, in a task the scheduler started. The workflow runs in the
+tenant's sandbox through the loader (a dynamic entrypoint or a tenant's entrypoint stub), or in
+a worker thread for a host-side `WorkflowEntrypoint` subclass.
+
+How a wake-up ends:
+- the workflow returned: the instance is complete with its output;
+- it suspended (retry delay, sleep, wait, pause): the step session already recorded that, and
+  the instance goes on the timer heap;
+- `run()` raised (or replay found a determinism error): errored, with `name` and `message`;
+- the sandbox died or passed its deadline during a step attempt: that attempt failed (a retry
+  is scheduled, or the step fails for good); outside any step: the wake-up runs again, and
+  after `MAX_LOSSES` losses in a row that were the tenant's fault the instance is errored;
+- the supervisor evicted the sandbox for its own reasons (capacity, idle, manual, shutdown,
+  redeploy): the wake-up simply runs again; nothing recorded is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine import rules
+from engine.dispatch import DynamicWorkflowEntrypoint, WorkflowContext, run_runner
+from engine.errors import EngineClosed
+from engine.replay import WorkflowEntrypoint, run_workflow
+from engine.session import StaleSession, StepSession
+from engine.store import InstanceNotFound, InstanceRecord, StoreError
+from runtime.errors import PoolBusy, SandboxError, SupervisorClosed, TenantError
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger("dynworkers.engine")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+#: Consecutive sandbox losses outside any step (crash, memory, deadline) before erroring.
+MAX_LOSSES = 3
+#: Eviction reasons that are the tenant's doing, counted against its attempts.
+TENANT_FAULTS = frozenset({"crash", "memory", "deadline", "protocol"})
+
+
+async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
+    store = engine.store
+    try:
+        record = await store.get_instance(instance_id)
+    except InstanceNotFound:
+        return
+    now = engine.clock.now()
+    if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
+        engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
+        return
+    if record.status not in ("queued", "waiting"):
+        return  # paused, finished or terminated since it was scheduled
+    workflow = engine.workflows.get(record.workflow)
+    if workflow is None:
+        engine.park(record)  # runs when the host registers the workflow
+        return
+    session = engine.session(record, await store.steps(instance_id))
+    session.due_ms = max(0.0, now - due) * 1000
+    local = record.id.removeprefix(f"{record.tenant}/") if record.tenant else record.id
+    event = {
+        "payload": _decode(record.params),
+        "timestamp": record.created,
+        "instance_id": local,
+        "workflow_name": record.workflow,
+    }
+    try:
+        outcome = await _run(engine, workflow.entrypoint, event, session, record)
+    except (SupervisorClosed, EngineClosed, StaleSession, StoreError):
+        return  # shutting down, or fenced: the store holds what happened
+    except PoolBusy:
+        engine.scheduler.at(instance_id, record.tenant, engine.clock.now() + 0.05)
+        return
+    except SandboxError as exc:
+        await _lost(engine, session, record, exc)
+        return
+    except TenantError as exc:
+        await _settle(engine, session, {"name": exc.type_name, "message": exc.message})
+        return
+    except Exception as exc:  # the loader callback, the envelope, a host workflow's run()
+        await _settle(engine, session, {"name": type(exc).__name__, "message": str(exc)})
+        return
+    await _outcome(engine, session, record, outcome)
+
+
+async def _run(
+    engine: Engine,
+    entrypoint: Any,
+    event: dict[str, Any],
+    session: StepSession,
+    record: InstanceRecord,
+) -> Any:
+    if isinstance(entrypoint, DynamicWorkflowEntrypoint):
+        ctx = WorkflowContext(record.id, record.workflow, record.tenant, record.version)
+        return await entrypoint.dispatch(engine, event, session, ctx)
+    if isinstance(entrypoint, type) and issubclass(entrypoint, WorkflowEntrypoint):
+        engine.note_wake(session, None)
+        instance = entrypoint(None, engine.env)
+        transport = _ThreadTransport(session, asyncio.get_running_loop())
+        handover = session.handover()
+        return await asyncio.to_thread(run_workflow, instance, event, transport, handover)
+    return await run_runner(entrypoint, event, session)
+
+
+class _ThreadTransport:
+    """A host-side workflow's step object, calling the session on the loop from its thread."""
+
+    def __init__(self, session: StepSession, loop: asyncio.AbstractEventLoop) -> None:
+        self._session = session
+        self._loop = loop
+
+    def call(self, method: str, *args: Any) -> Any:
+        call = self._session.call("", method, list(args), {})
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def notify(self, method: str, *args: Any) -> None:
+        self.call(method, *args)
+
+
+async def _outcome(
+    engine: Engine, session: StepSession, record: InstanceRecord, outcome: Any
+) -> None:
+    instance_id = record.id
+    if not engine.is_current(instance_id, session.generation):
+        return
+    engine.losses.pop(instance_id, None)
+    if not isinstance(outcome, dict) or outcome.get("s") not in ("complete", "suspend"):
+        await _settle(engine, session, {"name": "ProtocolError", "message": "bad run outcome"})
+        return
+    now = engine.clock.now()
+    if outcome["s"] == "complete":
+        output = outcome.get("output")
+        if not isinstance(output, bytes) or len(output) > rules.MAX_PAYLOAD_BYTES:
+            await _settle(engine, session, {"name": "ResultError", "message": "bad output"})
+            return
+        await engine.store.update_instance(
+            instance_id, status="complete", output=output, wake_at=None, waiting_for=None,
+            updated=now,
+        )
+        engine.pause_done(instance_id)
+        return
+    why = outcome.get("why")
+    if why == "stop":
+        return
+    if session.suspended is not None:
+        status, wake_at = session.suspended
+    else:  # woken before its retry was due: hibernate again until then
+        wake = outcome.get("wake")
+        wake_at = wake / 1000 if isinstance(wake, int) else None
+        status = "paused" if engine.pause_wanted(instance_id) or why == "pause" else "waiting"
+        event_type = outcome.get("type") if isinstance(outcome.get("type"), str) else None
+        await engine.store.update_instance(
+            instance_id, status=status, wake_at=wake_at, waiting_for=event_type, updated=now
+        )
+    _schedule(engine, record, status, wake_at)
+
+
+def _schedule(engine: Engine, record: InstanceRecord, status: str, wake_at: float | None) -> None:
+    if status == "paused":
+        engine.pause_done(record.id)
+    elif status == "queued" or (status == "waiting" and wake_at is None):
+        engine.scheduler.ready(record.id, record.tenant)
+    elif status == "waiting" and wake_at is not None:
+        engine.scheduler.at(record.id, record.tenant, wake_at)
+
+
+async def _settle(engine: Engine, session: StepSession, error: dict[str, str]) -> None:
+    """The instance failed for good."""
+    if not engine.is_current(session.id, session.generation):
+        return
+    engine.losses.pop(session.id, None)
+    engine.pause_done(session.id)
+    await engine.store.update_instance(
+        session.id,
+        status="errored",
+        error=_encode({"name": error["name"][:256], "message": error["message"][:4096]}),
+        wake_at=None,
+        waiting_for=None,
+        updated=engine.clock.now(),
+    )
+
+
+async def _lost(
+    engine: Engine, session: StepSession, record: InstanceRecord, exc: SandboxError
+) -> None:
+    """The sandbox ended during the wake-up."""
+    if not engine.is_current(record.id, session.generation):
+        return
+    reason = exc.reason or "crash"
+    if reason in TENANT_FAULTS and await session.attempt_lost(type(exc).__name__, str(exc)):
+        engine.losses.pop(record.id, None)  # counted against the step's retries instead
+    elif session.suspended is None:
+        losses = 0 if session.recorded else engine.losses.get(record.id, 0)
+        if reason in TENANT_FAULTS:
+            losses += 1
+        engine.losses[record.id] = losses
+        if losses >= MAX_LOSSES:
+            message = f"lost its sandbox {losses} times in a row outside any step: {exc}"
+            await _settle(engine, session, {"name": type(exc).__name__, "message": message})
+            return
+        log.info("instance %r lost its sandbox (%s); waking it again", record.id, reason)
+        engine.scheduler.ready(record.id, record.tenant)
+        return
+    if session.suspended is None:
+        return
+    status, wake_at = session.suspended
+    _schedule(engine, record, status, wake_at)
+

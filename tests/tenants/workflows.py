@@ -1,0 +1,123 @@
+"""Tenant workflows used by the engine tests. Each runs inside a real sandbox.
+
+Step bodies that must prove "ran exactly once" count their runs in the tenant's KV through
+`env.KV` (a binding), which lives on the host and survives evictions of the sandbox.
+"""
+
+#: The design document's example: a fetch handler that starts a workflow, and the workflow.
+PIPELINE = """
+from workers import WorkerEntrypoint, WorkflowEntrypoint, Response, NonRetryableError
+
+
+def bump(env, key):
+    n = (env.KV.get(key) or 0) + 1
+    env.KV.put(key, n)
+    return n
+
+
+class Default(WorkerEntrypoint):
+    def fetch(self, request):
+        body = request.json() if request.body else {}
+        instance = self.env.WORKFLOWS.create(id=body.get("id"), params=body.get("params"))
+        return Response.json({"id": instance.id})
+
+    def status(self, instance_id):
+        return self.env.WORKFLOWS.get(instance_id).status()
+
+    def approve(self, instance_id, payload):
+        self.env.WORKFLOWS.get(instance_id).send_event("approval", payload)
+        return True
+
+    def get_other(self, instance_id):
+        return self.env.WORKFLOWS.get(instance_id).id
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        n = event.payload["n"]
+        total = step.do("sum", lambda: bump(self.env, "runs:sum") and sum(range(n)))
+
+        @step.do("double")
+        def double():
+            bump(self.env, "runs:double")
+            return total * 2
+
+        doubled = double()
+        if event.payload.get("nap"):
+            step.sleep("nap", event.payload["nap"])
+        if event.payload.get("approval"):
+            approval = step.wait_for_event("approve", "approval", timeout="1 hour")
+            return {"total": total, "doubled": doubled, "approved": approval.payload}
+        return {"total": total, "doubled": doubled, "id": event.instance_id}
+"""
+
+#: Steps that fail: a flaky one that succeeds on its third attempt, a non-retryable one.
+FLAKY = """
+from workers import WorkflowEntrypoint, NonRetryableError, StepError
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        mode = event.payload["mode"]
+        if mode == "flaky":
+            def flaky():
+                n = (self.env.KV.get("attempts") or 0) + 1
+                self.env.KV.put("attempts", n)
+                if n < 3:
+                    raise ValueError("not yet, attempt " + str(n))
+                return n
+            config = {"retries": {"limit": 5, "delay": "1 second", "backoff": "exponential"}}
+            return step.do("flaky", flaky, config)
+        if mode == "fatal":
+            def fatal():
+                self.env.KV.put("fatal", (self.env.KV.get("fatal") or 0) + 1)
+                raise NonRetryableError("card declined")
+            return step.do("fatal", fatal)
+        if mode == "exhaust":
+            def always():
+                raise ValueError("down")
+            return step.do("always", always, {"retries": {"limit": 2, "delay": 100,
+                                                          "backoff": "constant"}})
+        if mode == "caught":
+            try:
+                step.do("fatal", lambda: (_ for _ in ()).throw(NonRetryableError("no")))
+            except StepError as error:
+                return {"caught": error.name, "message": error.message}
+        if mode == "swallow":
+            try:
+                step.sleep("nap", "1 hour")
+            except:
+                pass
+            return "swallowed"
+        if mode == "nondeterministic":
+            name = "first" if self.env.KV.get("flip") is None else "second"
+            self.env.KV.put("flip", 1)
+            step.do(name, lambda: 1)
+            step.sleep("nap", 1000)
+            return "unreachable"
+        if mode == "hang":
+            def hang():
+                while True:
+                    pass
+            return step.do("hang", hang, {"timeout": 300, "retries": {"limit": 1, "delay": 10}})
+        raise ValueError("unknown mode " + mode)
+"""
+
+#: Many small steps, for eviction between steps and crash recovery.
+COUNTER = """
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        total = 0
+        for i in range(event.payload["steps"]):
+            def body(i=i):
+                key = "ran:" + event.instance_id + ":" + str(i)
+                self.env.KV.put(key, (self.env.KV.get(key) or 0) + 1)
+                return i
+            total += step.do("step", body)
+            if event.payload.get("sleep_each"):
+                step.sleep("tick", event.payload["sleep_each"])
+        return total
+"""
