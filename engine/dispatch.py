@@ -170,8 +170,11 @@ class WorkflowsBinding(Binding):
         if not isinstance(local_id, str):
             raise InvalidInput(f"an instance id is a str, got {type(local_id).__name__}")
         instance_id = f"{tenant_id}/{local_id}"
-        record = await engine.record(instance_id)
-        if record.tenant != tenant_id:
+        try:
+            record = await engine.record(instance_id)
+        except InstanceNotFound:
+            record = None
+        if record is None or record.tenant != tenant_id:
             raise InstanceNotFound(f"no workflow instance {local_id!r}")
         return instance_id
 
@@ -182,15 +185,15 @@ class WorkflowsBinding(Binding):
         tenant_id = self.scope or tenant_id
         prefix = f"{tenant_id}/"
         if method == "create":
-            instance_id, params = (list(args) + [None, None])[:2]
+            instance_id, params = ([*list(args), None, None])[:2]
             items = [(instance_id, envelope(self.metadata, params))]
             (created,) = await engine.create(workflow, items, tenant=tenant_id, strict=True)
             return created.removeprefix(prefix)
         if method == "create_batch":
             pairs = engine.batch_items(args[0] if args else None)
             items = [(i, envelope(self.metadata, p)) for i, p in pairs]
-            created = await engine.create(workflow, items, tenant=tenant_id)
-            return [i.removeprefix(prefix) for i in created]
+            batch = await engine.create(workflow, items, tenant=tenant_id)
+            return [i.removeprefix(prefix) for i in batch]
         if not args:
             raise InvalidInput(f"{method}() needs an instance id")
         instance_id = await self._own(engine, tenant_id, args[0])
@@ -201,7 +204,7 @@ class WorkflowsBinding(Binding):
         if method == "restart":
             return await engine.restart(instance_id, *args[1:2])
         if method == "send_event":
-            event_type, payload = (list(args[1:]) + [None, None])[:2]
+            event_type, payload = ([*list(args[1:]), None, None])[:2]
             return await engine.send_event(instance_id, event_type, payload)
         operation = getattr(engine, method)  # pause, resume, terminate, delete
         return await operation(instance_id)

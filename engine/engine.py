@@ -30,11 +30,11 @@ from engine.errors import EngineClosed, InvalidInput, InvalidTransition, Unknown
 from engine.hotpath import HotPath
 from engine.instances import Instance, Workflow
 from engine.scheduler import Clock, Scheduler
-from engine.session import StepSession
-from engine.store import InstanceExists, InstanceNotFound, InstanceRecord, Store, open_store
+from engine.store import InstanceExists, InstanceRecord, Store, open_store
 from engine.wakeup import wake_up
 
 if TYPE_CHECKING:
+    from engine.session import StepSession
     from runtime import Supervisor
 
 log = logging.getLogger("dynworkers.engine")
@@ -334,8 +334,8 @@ class Engine:
     def park(self, record: InstanceRecord) -> None:
         self._parked.setdefault(record.workflow, []).append((record.id, record.tenant))
 
-    def session(self, record: InstanceRecord, steps: list[Any]) -> StepSession:
-        return StepSession(self, record, steps, self._generation.get(record.id, 0))
+    def generation(self, instance_id: str) -> int:
+        return self._generation.get(instance_id, 0)
 
     async def _wake(self, instance_id: str, due: float) -> None:
         await wake_up(self, instance_id, due)
@@ -384,6 +384,8 @@ def running_engine() -> Engine:
     if len(_running) != 1:
         raise EngineClosed(
             f"{len(_running)} engines are running in this process: pass engine= to "
-            "wrap_workflow_binding" if _running else "no engine is running: start one first"
+            "wrap_workflow_binding"
+            if _running
+            else "no engine is running: start one first"
         )
     return _running[0]

@@ -75,6 +75,11 @@ class NonDeterminismError(Exception):
 
 
 @register_safe_type
+class StepLimitError(Exception):
+    """The instance recorded as many steps as the engine allows (`max_steps`)."""
+
+
+@register_safe_type
 class WorkflowEvent:
     """What `run(event, step)` receives: `payload`, `timestamp`, `instance_id`, `workflow_name`."""
 
@@ -82,7 +87,7 @@ class WorkflowEvent:
         self, payload: Any, timestamp: float, instance_id: str, workflow_name: str
     ) -> None:
         self.payload = payload
-        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.timezone.utc)
+        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.UTC)
         self.instance_id = instance_id
         self.workflow_name = workflow_name
 
@@ -94,7 +99,7 @@ class Event:
     def __init__(self, type: str, payload: Any, timestamp: float) -> None:
         self.type = type
         self.payload = payload
-        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.timezone.utc)
+        self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.UTC)
 
 
 @register_safe_type
@@ -125,7 +130,7 @@ class Step:
         self._max_steps: int = handover["max_steps"]
         self._position = 0
         self._seen: dict[tuple[str, str], int] = {}
-        self._halt: BaseException | None = None  # Suspend or NonDeterminismError, sticky
+        self._halt: BaseException | None = None  # Suspend or a fatal error, sticky
         self._in_step = False
 
     # --- bookkeeping -----------------------------------------------------------------------------
@@ -139,7 +144,7 @@ class Step:
         assert isinstance(name, str)
         position = self._position
         if position >= self._max_steps:
-            self._halt = NonDeterminismError(
+            self._halt = StepLimitError(
                 f"the instance reached its limit of {self._max_steps} steps; split the work "
                 "into several instances or raise the engine's max_steps"
             )
@@ -157,7 +162,9 @@ class Step:
             raise self._halt
         return position, occurrence, record
 
-    def _suspend(self, why: str, wake_ms: int | None = None, event_type: str | None = None):
+    def _suspend(
+        self, why: str, wake_ms: int | None = None, event_type: str | None = None
+    ) -> Suspend:
         self._halt = Suspend(why, wake_ms, event_type)
         return self._halt
 
@@ -198,8 +205,10 @@ class Step:
             try:
                 payload = rules.check_size(_encode(value), f"the result of step {name!r}")
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                raise NonRetryableError(f"{exc} (a step returns plain data: dict, list, str, "
-                                        "bytes, int, float, bool, None)") from None
+                raise NonRetryableError(
+                    f"{exc} (a step returns plain data: dict, list, str, "
+                    "bytes, int, float, bool, None)"
+                ) from None
         except Exception as exc:
             attempts += 1
             error = {"name": type(exc).__name__, "message": _message(exc)}
@@ -275,7 +284,7 @@ def run_workflow(
         event["payload"], event["timestamp"], event["instance_id"], event["workflow_name"]
     )
     try:
-        output = entry.run(workflow_event, step)
+        output = entry.run(workflow_event, step)  # type: ignore[attr-defined]
     except BaseException:
         if step._halt is None:
             raise

@@ -13,7 +13,7 @@ from typing import Any
 #: Step names longer than this are refused.
 MAX_STEP_NAME = 256
 #: Instance ids: a letter, digit or underscore, then letters, digits, - and _; at most 100.
-INSTANCE_ID = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,99}$")
+INSTANCE_ID = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,99}")
 #: Step results, instance params, outputs and event payloads, encoded, are at most this.
 MAX_PAYLOAD_BYTES = 1 << 20
 #: Steps one instance may record, unless the engine is configured otherwise.
@@ -100,7 +100,7 @@ def retry_delay_ms(config: dict[str, Any], attempts: int) -> int:
         return delay
     if retries["backoff"] == "linear":
         return delay * attempts
-    return delay * 2 ** min(attempts - 1, 40)
+    return int(delay * 2 ** min(attempts - 1, 40))
 
 
 def check_step_name(name: object) -> str:
@@ -112,7 +112,7 @@ def check_step_name(name: object) -> str:
 
 
 def check_instance_id(instance_id: object) -> str:
-    if not isinstance(instance_id, str) or not INSTANCE_ID.match(instance_id):
+    if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
         raise ValueError(
             f"instance id {instance_id!r} is not valid: 1-100 characters of letters, digits, "
             "- and _, not starting with -"

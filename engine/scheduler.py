@@ -147,8 +147,9 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("wake-up of instance %r failed; it resumes on the next restart",
-                          instance_id)
+            log.exception(
+                "wake-up of instance %r failed; it resumes on the next restart", instance_id
+            )
         finally:
             self.running.pop(instance_id, None)
             again = self._again.pop(instance_id, None)

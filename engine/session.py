@@ -59,7 +59,9 @@ class StepSession(Binding):
         for s in self.steps:
             config = _decode(s.config) if s.config else None
             wake = None if s.wake_at is None else int(s.wake_at * 1000)
-            history.append([s.kind, s.name, s.status, s.result or s.error, s.attempts, config, wake])
+            history.append(
+                [s.kind, s.name, s.status, s.result or s.error, s.attempts, config, wake]
+            )
         return {
             "history": history,
             "now": int(self.engine.clock.now() * 1000),
@@ -140,8 +142,9 @@ class StepSession(Binding):
         step = self._step(position, kind, name, occurrence)
         attempts = self.in_flight[3] if self.in_flight else 1
         return await self._finish_step(
-            StepRecord(**{**step.__dict__, "status": "complete", "result": payload,
-                          "attempts": attempts})
+            StepRecord(
+                **{**step.__dict__, "status": "complete", "result": payload, "attempts": attempts}
+            )
         )
 
     async def _fail(self, position: int, name: str, occurrence: int, error: Any) -> str:
@@ -149,8 +152,9 @@ class StepSession(Binding):
         failure = _failure(error)
         attempts = self.in_flight[3] if self.in_flight else 1
         return await self._finish_step(
-            StepRecord(**{**step.__dict__, "status": "failed", "error": failure,
-                          "attempts": attempts})
+            StepRecord(
+                **{**step.__dict__, "status": "failed", "error": failure, "attempts": attempts}
+            )
         )
 
     async def _retry(
@@ -164,8 +168,7 @@ class StepSession(Binding):
         """Record a failed attempt that will be retried, and hibernate until it is due."""
         wake_at = self.engine.clock.now() + rules.retry_delay_ms(config, attempts) / 1000
         pending = StepRecord(
-            **{**step.__dict__, "attempts": attempts, "config": _encode(config),
-               "wake_at": wake_at}
+            **{**step.__dict__, "attempts": attempts, "config": _encode(config), "wake_at": wake_at}
         )
         self.recorded += 1
         self.in_flight = None
@@ -213,8 +216,9 @@ class StepSession(Binding):
         self.recorded += 1
         if wake_at <= now:
             timeout = _failure({"name": "WaitTimeout", "message": f"no {type!r} event"})
-            await store.record(StepRecord(**{**step.__dict__, "status": "failed",
-                                             "error": timeout}), self.id)
+            await store.record(
+                StepRecord(**{**step.__dict__, "status": "failed", "error": timeout}), self.id
+            )
             return {"status": "timeout"}
         pending = StepRecord(**{**step.__dict__, "wake_at": wake_at})
         await store.record(pending, self.id, **self._waiting(wake_at, waiting_for=type))
@@ -233,8 +237,9 @@ class StepSession(Binding):
         if attempt > config["retries"]["limit"]:
             failure = _failure({"name": name, "message": message})
             await self.engine.store.record(
-                StepRecord(**{**step.__dict__, "status": "failed", "error": failure,
-                              "attempts": attempt}),
+                StepRecord(
+                    **{**step.__dict__, "status": "failed", "error": failure, "attempts": attempt}
+                ),
                 self.id,
                 status="queued",
                 wake_at=None,

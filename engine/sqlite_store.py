@@ -449,7 +449,7 @@ class SQLiteStore(Store):
                 "SELECT id, status, tenant, wake_at FROM instances "
                 "WHERE status NOT IN ('complete', 'errored', 'terminated') ORDER BY created"
             ).fetchall()
-            return [tuple(row) for row in rows]  # type: ignore[misc]
+            return [tuple(row) for row in rows]
 
         return await self._do(operation)
 
@@ -473,7 +473,7 @@ class SQLiteStore(Store):
                 "ORDER BY minute, tenant, name",
                 (since_minute,),
             ).fetchall()
-            return [tuple(row) for row in rows]  # type: ignore[misc]
+            return [tuple(row) for row in rows]
 
         return await self._do(operation)
 

@@ -47,6 +47,7 @@ TENANT_FAULTS = frozenset({"crash", "memory", "deadline", "protocol"})
 
 async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
     store = engine.store
+    generation = engine.generation(instance_id)  # before any await: a terminate now fences us
     try:
         record = await store.get_instance(instance_id)
     except InstanceNotFound:
@@ -61,7 +62,7 @@ async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
     if workflow is None:
         engine.park(record)  # runs when the host registers the workflow
         return
-    session = engine.session(record, await store.steps(instance_id))
+    session = StepSession(engine, record, await store.steps(instance_id), generation)
     session.due_ms = max(0.0, now - due) * 1000
     local = record.id.removeprefix(f"{record.tenant}/") if record.tenant else record.id
     event = {
@@ -140,7 +141,11 @@ async def _outcome(
             await _settle(engine, session, {"name": "ResultError", "message": "bad output"})
             return
         await engine.store.update_instance(
-            instance_id, status="complete", output=output, wake_at=None, waiting_for=None,
+            instance_id,
+            status="complete",
+            output=output,
+            wake_at=None,
+            waiting_for=None,
             updated=now,
         )
         engine.pause_done(instance_id)
@@ -211,4 +216,3 @@ async def _lost(
         return
     status, wake_at = session.suspended
     _schedule(engine, record, status, wake_at)
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import tempfile
@@ -294,8 +295,8 @@ class Supervisor:
                         continue  # it died before our turn came: rehydrate
                     grants = handle.grant_arguments(args) if passed else []
                     future = handle.channel.request(
-                        lambda request_id: protocol.Invoke(
-                            request_id=request_id,
+                        functools.partial(
+                            protocol.Invoke,
                             entrypoint=entrypoint,
                             method=method,
                             args=payload,

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgspec
 
-from runtime import protocol
-from runtime.sandbox import workers
 from engine.replay import WorkflowEntrypoint, run_workflow
 from engine.tenant_api import WorkflowBinding
+from runtime import protocol
+from runtime.sandbox import workers
 from runtime.sandbox.bridge import BindingStub, Bridge, GrantTransport, make_fetch
 from sandbox_policy.namespace import TenantNamespace
 from sandbox_policy.policy import Policy

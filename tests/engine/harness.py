@@ -77,9 +77,7 @@ class Harness:
 
     async def fetch(self, tenant: str, body: Any = None) -> Any:
         stub = await self.stub(tenant)
-        response = await stub.fetch(
-            "http://tenant/", method="POST", body=json.dumps(body or {})
-        )
+        response = await stub.fetch("http://tenant/", method="POST", body=json.dumps(body or {}))
         return response.json()
 
     def kv(self, tenant: str, key: str, version: str | None = None) -> Any:

@@ -83,12 +83,6 @@ class TenantWorkflow(WorkflowEntrypoint):
                 step.do("fatal", lambda: (_ for _ in ()).throw(NonRetryableError("no")))
             except StepError as error:
                 return {"caught": error.name, "message": error.message}
-        if mode == "swallow":
-            try:
-                step.sleep("nap", "1 hour")
-            except:
-                pass
-            return "swallowed"
         if mode == "nondeterministic":
             name = "first" if self.env.KV.get("flip") is None else "second"
             self.env.KV.put("flip", 1)
@@ -120,4 +114,46 @@ class TenantWorkflow(WorkflowEntrypoint):
             if event.payload.get("sleep_each"):
                 step.sleep("tick", event.payload["sleep_each"])
         return total
+"""
+
+#: A step that blocks on a host-side gate (a service binding), so a test can act while the
+#: instance is running.
+GATED = """
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        first = step.do("one", lambda: self.env.GATE.wait())
+        second = step.do("two", lambda: "second")
+        return [first, second]
+"""
+
+#: A workflow with more steps than the test engine allows.
+MANY_STEPS = """
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        for i in range(event.payload["steps"]):
+            step.do("s" + str(i), lambda: i)
+        return "done"
+"""
+
+#: Version 2 of PIPELINE's workflow, told apart by its output.
+PIPELINE_V2 = PIPELINE.replace('"id": event.instance_id}', '"id": event.instance_id, "v": 2}')
+
+#: A tenant that tries to swallow a suspension with a bare except: refused at compile time.
+BARE_EXCEPT = """
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        try:
+            step.sleep("nap", "1 hour")
+        except:
+            pass
+        return "swallowed"
 """
