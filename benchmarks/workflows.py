@@ -1,6 +1,9 @@
 """Durable workflows: dynworkers' engine side by side with DBOS Transact (SQLite), in one run.
 
-    python -m benchmarks.workflows [--quick] [--out FILE.json]
+    python -m benchmarks.workflows [--quick] [--out FILE.json] [--count N] [--recovery N]
+                                   [--waiting N]
+
+Full: 1,000 workflows per row, recovery of 1,000, 50,000 waiting; --quick: 50, 50 and 2,000.
 
 dynworkers: `Supervisor(spares=2, max_sandboxes=8)` + `Engine(max_running=64)` on a fresh state
 directory (SQLite WAL, synchronous=FULL), one dynamic workflow; tenants run `TENANT_SRC`
@@ -11,22 +14,27 @@ a. workflows/s and per-workflow latency (p50/p99, create to durable completion),
    sequential and 50 in flight (50 client coroutines; DBOS: 50 client threads), after 5 warm-up
    workflows. A tenant's wake-ups run one at a time in its one sandbox, so dynworkers' 50-at-once
    rows are taken with one tenant and with five (client i uses tenant i % 5).
-b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us.
+b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us (and the
+   same from the p50s, which fsync outliers on a shared disk move less).
 c. recovery: a child creates N instances (over 5 tenants) that run one step then `step.sleep`
    ~1 s (N / 250 s when longer, so that all hibernate before the first wakes; same on both
    sides), waits until all are "waiting" and is SIGKILLed. Once every wake time has passed, a
-   fresh process times Supervisor + Engine start until all N are "complete".
+   fresh process times Supervisor + Engine start until all N are "complete" (DBOS: `DBOS()` +
+   `launch()` until all are SUCCESS).
 d. dynworkers only: N instances waiting at once. A fresh process creates N over 5 tenants; each
    one's first wake-up reaches `step.sleep(S)`, S = max(20 s, 1.5 x the fill time predicted
-   from row a + 5 s). Host RSS (psutil) before and once all hibernate; lateness of every
-   wake-up = when the scheduler began it minus its wake_at; and the engine's own
-   `stats()["due_to_running_ms"]` over those wake-ups.
+   by the 0-step 5-tenant rate of a + 5 s). Host RSS (psutil) before and once all hibernate;
+   lateness of every wake-up = when the scheduler began it minus its wake_at; and the engine's
+   own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first).
 
 No store polling: `Probe` wraps the engine's `store.update_instance` (a completion counts once
 its write is durable) and the scheduler's run callback (when a wake-up begins). Hibernation is
 read from `engine.stats()["hibernating"]` every 10 ms and checked against the store's counts.
-Children are SIGKILLed with all their descendants (by pid) on any exit.
+Children are SIGKILLed with all their descendants (by pid) on any exit. Prints the JSON report,
+then a Markdown table whose last column is dynworkers / DBOS (for wf/s above 1 favours
+dynworkers, for times below 1 does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +44,7 @@ import datetime as dt
 import json
 import os
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -100,7 +109,7 @@ class Probe:
                 self.lateness_ms.setdefault(instance_id, (engine.clock.now() - due) * 1000)
             await run(instance_id, due)
 
-        engine.store.update_instance = update_instance  # type: ignore[method-assign]
+        engine.store.update_instance = update_instance
         engine.scheduler._run = timed_run
 
     def _finish(self, instance_id: str, status: str) -> None:
@@ -118,9 +127,8 @@ class Probe:
 
     async def all_finished(self, count: int, timeout: float = TIMEOUT_S) -> None:
         self.target = count
-        if len(self.finished) >= count:
-            self.enough.set()
-        await asyncio.wait_for(self.enough.wait(), timeout)
+        if len(self.finished) < count:
+            await asyncio.wait_for(self.enough.wait(), timeout)
 
     async def hibernating(self, count: int, timeout: float = TIMEOUT_S) -> int:
         """Wait until `count` instances hibernate (or some already finished); return the peak."""
@@ -168,7 +176,8 @@ async def _create(engine: Engine, count: int, tenants: int, **params: Any) -> No
         for i in range(tenants):
             item = envelope({"tenant_id": f"t{i}"}, {"steps": 0, **params})
             k = n // tenants + (i < n % tenants)
-            await engine.create(WORKFLOW, [(None, item)] * k, tenant=f"t{i}")
+            if k:
+                await engine.create(WORKFLOW, [(None, item)] * k, tenant=f"t{i}")
 
 
 async def _one(engine: Engine, probe: Probe, tenant: str, steps: int) -> float:
@@ -202,7 +211,7 @@ async def throughput(steps: int, concurrency: int, count: int, tenants: int) -> 
             t0 = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(concurrency)))
             elapsed = time.perf_counter() - t0
-            commits = engine.store.commits  # type: ignore[attr-defined]
+            commits = engine.store.commits
     summary = summarize(latencies)
     return {"steps": steps, "concurrency": concurrency, "tenants": tenants, "count": count,
             "seconds": elapsed, "per_second": count / elapsed, "mean_ms": elapsed * 1e3 / count,
@@ -215,11 +224,16 @@ def _query(state_dir: str, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql).fetchall()
 
 
-def _status_counts(state_dir: str) -> dict[str, int]:
+def _counts(state_dir: str) -> dict[str, int]:
     return dict(_query(state_dir, "SELECT status, COUNT(*) FROM instances GROUP BY status"))
 
 
-# --- children ----------------------------------------------------------------------------------
+def _rss(processes: list[psutil.Process]) -> int:
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total
 
 
 async def _recovery_phase1(state_dir: str, count: int, sleep_ms: int, tenants: int) -> None:
@@ -250,8 +264,8 @@ async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> d
         peak = await probe.hibernating(count)
         fill = time.perf_counter() - t0
         rss_hibernating = me.memory_info().rss
-        at_fill = await asyncio.to_thread(_status_counts, state_dir)
-        sandboxes = sum(p.memory_info().rss for p in me.children(recursive=True))
+        at_fill = await asyncio.to_thread(_counts, state_dir)
+        sandboxes = _rss(me.children(recursive=True))
         probe.lateness_ms = {}
         engine.hotpath.due_to_running_ms.clear()
         await probe.all_finished(count, TIMEOUT_S + sleep_ms / 1000)
@@ -297,11 +311,14 @@ def _kill_tree(proc: subprocess.Popen[str], grace: float = 1.0) -> int:
     proc.kill()
     proc.wait()
     _, alive = psutil.wait_procs(descendants, timeout=grace)
-    for survivor in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            survivor.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    return len(alive)
+    survivors = []
+    for process in alive:  # a zombie is dead, only waiting for init to reap it
+        with contextlib.suppress(psutil.Error):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                process.kill()
+                survivors.append(process)
+    psutil.wait_procs(survivors, timeout=grace)
+    return len(survivors)
 
 
 def recovery(count: int, sleep_ms: int = 1000, tenants: int = TENANTS) -> dict[str, Any]:
@@ -309,7 +326,7 @@ def recovery(count: int, sleep_ms: int = 1000, tenants: int = TENANTS) -> dict[s
         args = ("--count", str(count), "--sleep-ms", str(sleep_ms), "--tenants", str(tenants))
         with _child("--child-recovery-phase1", d, *args) as (proc, _):
             survivors = _kill_tree(proc)  # SIGKILL: no close, no flush
-        at_kill = _status_counts(d)
+        at_kill = _counts(d)
         if at_kill.get("waiting", 0) != count:
             raise RuntimeError(f"expected {count} waiting instances at the kill, found {at_kill}")
         last_wake_at = _query(d, "SELECT MAX(wake_at) FROM instances")[0][0]
@@ -319,7 +336,7 @@ def recovery(count: int, sleep_ms: int = 1000, tenants: int = TENANTS) -> dict[s
             proc.wait(60.0)
         out.update(process_seconds=time.perf_counter() - t0, count=count, tenants=tenants,
                    sleep_s=sleep_ms / 1000, sandboxes_surviving_kill=survivors,
-                   after=_status_counts(d))
+                   after=_counts(d))
     return out
 
 
@@ -332,13 +349,11 @@ def waiting(count: int, sleep_s: float, tenants: int = TENANTS) -> dict[str, Any
     return out
 
 
-# --- the run -----------------------------------------------------------------------------------
-
-
-def _section(report: dict[str, Any], key: str, run: Callable[[], Any]) -> None:
+def _section(report: dict[str, Any], key: str, run: Callable[..., Any], *args: Any) -> None:
+    """`report[key] = run(*args)`, or the error it raised."""
     print(f"[workflows] {key} ...", file=sys.stderr, flush=True)
     try:
-        report[key] = run()
+        report[key] = run(*args)
     except Exception as exc:
         report[key] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
 
@@ -350,21 +365,21 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
     for steps in (0, 3):
         for key, cc, t in [("sequential", 1, 1), (f"{c}_at_once_1_tenant", c, 1),
                            (f"{c}_at_once_{TENANTS}_tenants", c, TENANTS)]:
-            _section(dyn, f"{steps}_steps_{key}",
-                     lambda s=steps, cc=cc, t=t: asyncio.run(throughput(s, cc, n["count"], t)))
+            coroutine = throughput(steps, cc, n["count"], t)
+            _section(dyn, f"{steps}_steps_{key}", asyncio.run, coroutine)
         for key, cc in [("sequential", 1), (f"{c}_at_once", c)]:
-            _section(ref, f"{steps}_steps_{key}",
-                     lambda s=steps, cc=cc: dbos.throughput(s, cc, n["count"]))
+            _section(ref, f"{steps}_steps_{key}", dbos.throughput, steps, cc, n["count"])
     for side in (dyn, ref):
         wf0, wf3 = side["0_steps_sequential"], side["3_steps_sequential"]
         if "mean_ms" in wf0 and "mean_ms" in wf3:
             side["per_step_us"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
+            side["per_step_us_from_p50"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
     sleep_s = max(1.0, n["recovery"] / 250)  # ~1 s, longer when filling takes about that long
-    _section(dyn, "recovery", lambda: recovery(n["recovery"], round(sleep_s * 1000)))
-    _section(ref, "recovery", lambda: dbos.recovery(n["recovery"], sleep_s))
+    _section(dyn, "recovery", recovery, n["recovery"], round(sleep_s * 1000))
+    _section(ref, "recovery", dbos.recovery, n["recovery"], sleep_s)
     rate = dyn.get(f"0_steps_{c}_at_once_{TENANTS}_tenants", {}).get("per_second") or 200.0
     sleep_s = max(20.0, 1.5 * n["waiting"] / rate + 5.0)
-    _section(dyn, "waiting", lambda: waiting(n["waiting"], sleep_s))
+    _section(dyn, "waiting", waiting, n["waiting"], sleep_s)
     return {"dynworkers": dyn, "dbos": ref}
 
 
@@ -382,31 +397,35 @@ def _row(label: str, a: Any, b: Any, unit: str = "") -> str:
 def table(report: dict[str, Any], c: int) -> str:
     """Markdown: each figure of both sides and dynworkers / DBOS."""
     dyn, ref = report["dynworkers"], report["dbos"]
-    lines = ["| measure | dynworkers | DBOS | dynworkers / DBOS |", "|---|---|---|---|"]
+    rows: list[tuple[str, Any, Any, str]] = []
     for steps in (0, 3):
-        for key, label in [("sequential", "sequential"), (f"{c}_at_once_1_tenant", f"{c} at once"),
-                           (f"{c}_at_once_{TENANTS}_tenants", f"{c} at once, {TENANTS} tenants")]:
-            d = dyn.get(f"{steps}_steps_{key}", {})
-            r = ref.get(f"{steps}_steps_{'sequential' if key == 'sequential' else f'{c}_at_once'}")
-            for field, unit in [("per_second", " wf/s"), ("p50_ms", " ms"), ("p99_ms", " ms")]:
-                name = {"per_second": "", "p50_ms": " p50", "p99_ms": " p99"}[field]
-                lines.append(_row(f"{steps} steps, {label}{name}", d.get(field),
-                                  (r or {}).get(field), unit))
-    lines.append(_row("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"))
-    dr, rr = dyn.get("recovery", {}), ref.get("recovery", {})
-    count = dr.get("count", rr.get("count", "?"))
-    lines.append(_row(f"recovery of {count} after kill -9", dr.get("seconds"),
-                      rr.get("seconds"), " s"))
-    lines.append(_row("  of which start", dr.get("launch_seconds"), rr.get("launch_seconds"),
-                      " s"))
-    w = dyn.get("waiting", {})
+        for key, rkey, label in [
+            ("sequential", "sequential", "sequential"),
+            (f"{c}_at_once_1_tenant", f"{c}_at_once", f"{c} at once"),
+            (f"{c}_at_once_{TENANTS}_tenants", f"{c}_at_once", f"{c} at once, {TENANTS} tenants"),
+        ]:
+            d, r = dyn.get(f"{steps}_steps_{key}", {}), ref.get(f"{steps}_steps_{rkey}", {})
+            for field, suffix, unit in [("per_second", "", " wf/s"), ("p50_ms", " p50", " ms"),
+                                        ("p99_ms", " p99", " ms")]:
+                rows.append((f"{steps} steps, {label}{suffix}", d.get(field), r.get(field), unit))
+    dr, rr, w = dyn.get("recovery", {}), ref.get("recovery", {}), dyn.get("waiting", {})
+    rows += [
+        ("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"),
+        ("per-step overhead (from p50s)", dyn.get("per_step_us_from_p50"),
+         ref.get("per_step_us_from_p50"), " us"),
+        (f"recovery of {dr.get('count', '?')} after kill -9", dr.get("seconds"),
+         rr.get("seconds"), " s"),
+        ("  of which start", dr.get("launch_seconds"), rr.get("launch_seconds"), " s"),
+    ]
     if "lateness" in w:
-        lines.append(_row(f"{w['count']:,} waiting: host RSS", w["host_rss_hibernating"] / 2**20,
-                          None, " MiB"))
-        lines.append(_row("  host bytes per instance", w["host_bytes_per_instance"], None, " B"))
-        for p in ("p50", "p99"):
-            lines.append(_row(f"  wake lateness {p}", w["lateness"][f"{p}_ms"], None, " ms"))
-    return "\n".join(lines)
+        rows += [
+            (f"{w['count']:,} waiting: host RSS", w["host_rss_hibernating"] / 2**20, None, " MiB"),
+            ("  host bytes per instance", w["host_bytes_per_instance"], None, " B"),
+            ("  wake lateness p50", w["lateness"]["p50_ms"], None, " ms"),
+            ("  wake lateness p99", w["lateness"]["p99_ms"], None, " ms"),
+        ]
+    head = ["| measure | dynworkers | DBOS | dynworkers / DBOS |", "|---|---|---|---|"]
+    return "\n".join(head + [_row(*row) for row in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts, to check it works")
     parser.add_argument("--out", help="also write the JSON report to this file")
     for key in FULL:
-        parser.add_argument(f"--{key}", type=int, help=f"override the {key} count")
+        parser.add_argument(f"--{key}", type=int, help=f"default {FULL[key]}, quick {QUICK[key]}")
     for child in ("recovery-phase1", "recovery-phase2", "waiting"):
         parser.add_argument(f"--child-{child}", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--sleep-ms", type=int, default=1000, help=argparse.SUPPRESS)
@@ -429,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         body = _waiting(args.child_waiting, args.count, args.sleep_ms, args.tenants)
         print(json.dumps(asyncio.run(body)))
     else:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run every cleanup on SIGTERM
         return run_main(args)
     return 0
 

@@ -66,7 +66,9 @@ def step_config(config: object) -> dict[str, Any]:
     unknown = set(config) - {"retries", "timeout"}
     if unknown:
         raise ValueError(f"unknown step config keys {sorted(unknown)}: use 'retries', 'timeout'")
-    retries = config.get("retries") or {}
+    retries = config.get("retries")
+    if retries is None:
+        retries = {}
     if not isinstance(retries, dict):
         raise TypeError("step config 'retries' must be a dict with limit, delay, backoff")
     unknown = set(retries) - set(DEFAULT_RETRIES)

@@ -193,3 +193,4 @@ class Scheduler:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.running.clear()  # a task cancelled before it started never ran its finally

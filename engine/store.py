@@ -126,7 +126,8 @@ class Store(abc.ABC):
     # events
     @abc.abstractmethod
     async def add_event(self, instance_id: str, type: str, payload: bytes, timestamp: float) -> int:
-        """Buffer an event; return its sequence number (increasing per instance)."""
+        """Buffer an event; return its sequence number (increasing among the buffered events
+        of the instance: events leave in the order they came)."""
 
     @abc.abstractmethod
     async def take_event(self, instance_id: str, type: str) -> EventRecord | None:

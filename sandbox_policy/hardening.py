@@ -212,6 +212,14 @@ class PreparedHardening:
         limits = self.limits
         if limits.drop_privileges and os.geteuid() == 0:
             self._layer("uid_drop", self._drop_privileges)
+            rearm = self._kernel
+            if rearm is not None:
+                # The kernel clears the parent-death signal (and dumpable) when credentials
+                # change: arm both again, or a sandbox would outlive a killed zygote.
+                rearm.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                rearm.prctl(_PR_SET_DUMPABLE, 0)
+                if os.getppid() != self._parent_pid:
+                    os._exit(1)  # the zygote died while the signal was unarmed
         if os.geteuid() != 0:
             self._layer("nproc", self._set_nproc)
         else:
