@@ -345,9 +345,11 @@ class Engine:
     def note_wake(self, session: StepSession, worker: Any) -> None:
         """A wake-up is about to run: cold if the worker has no live sandbox (None: host)."""
         cold = False
+        tenant = session.tenant or ""
         if worker is not None and self.supervisor is not None:
-            cold = self.supervisor.sandbox_pid(worker.worker_id) is None
-        self.hotpath.wake(session.tenant or "", cold, session.due_ms, self.clock.now())
+            tenant = worker.worker_id  # the pool's key: boots and evictions use it too
+            cold = self.supervisor.sandbox_pid(tenant) is None
+        self.hotpath.wake(tenant, cold, session.due_ms, self.clock.now())
 
     def _observe(self, event: str, tenant: str, value: float) -> None:
         self.hotpath.observe(event, tenant, value, self.clock.now())
