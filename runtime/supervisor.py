@@ -32,6 +32,7 @@ from runtime import protocol
 from runtime.bindings import KVBinding, ServiceBinding
 from runtime.errors import (
     EntrypointNotFound,
+    PoolBusy,
     ResultError,
     SandboxCrashed,
     SandboxTimeout,
@@ -290,7 +291,8 @@ class Supervisor:
                 limit = worker.limits.memory_mb or self.config.memory_limit_mb
                 handle.memory_limit = limit * MiB
             try:
-                async with handle.lock:
+                await self._take_turn(handle, deadline - loop.time(), timeout)
+                try:
                     if not handle.alive:
                         continue  # it died before our turn came: rehydrate
                     grants = handle.grant_arguments(args) if passed else []
@@ -304,16 +306,35 @@ class Supervisor:
                             grants=grants,
                         )
                     )
-                    control = CallControl(future, deadline - loop.time(), timeout)
+                    # The deadline counts from the call's turn: time spent queued behind the
+                    # tenant's earlier calls is not this call's doing.
+                    control = CallControl(future, timeout, timeout)
                     for binding in passed:
                         binding.granted(control)
                     try:
                         reply = await self._wait(pool, handle, future, control)
                     finally:
                         handle.revoke(grants)
+                finally:
+                    handle.lock.release()
             finally:
                 await pool.release(handle)
             return self._result(handle, reply)
+
+    @staticmethod
+    async def _take_turn(handle: SandboxHandle, remaining: float, timeout: float) -> None:
+        """Wait for the tenant's earlier calls; a call that waited its whole deadline is not
+        run (PoolBusy), and its sandbox, which was only busy, is left alone."""
+        if not handle.lock.locked():
+            await handle.lock.acquire()
+            return
+        try:
+            await asyncio.wait_for(handle.lock.acquire(), max(remaining, 0.0))
+        except TimeoutError:
+            raise PoolBusy(
+                f"tenant {handle.tenant_id!r} was busy with earlier calls for {timeout:g} s; "
+                "this call did not run: retry, or give the tenant's calls more time"
+            ) from None
 
     async def _wait(
         self,
