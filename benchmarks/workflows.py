@@ -374,7 +374,8 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
         if "mean_ms" in wf0 and "mean_ms" in wf3:
             side["per_step_us"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
             side["per_step_us_from_p50"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
-    sleep_s = max(1.0, n["recovery"] / 250)  # ~1 s, longer when filling takes about that long
+    # long enough that the slower side has every instance asleep before the first one wakes
+    sleep_s = max(1.0, n["recovery"] / 50)
     _section(dyn, "recovery", recovery, n["recovery"], round(sleep_s * 1000))
     _section(ref, "recovery", dbos.recovery, n["recovery"], sleep_s)
     rate = dyn.get(f"0_steps_{c}_at_once_{TENANTS}_tenants", {}).get("per_second") or 200.0
