@@ -10,40 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine import EventRecord, InstanceNotFound, InstanceRecord, StepRecord, Store, open_store
+from engine import EventRecord, InstanceNotFound, InstanceRecord, StepRecord, Store
 from engine.errors import InvalidTransition
 from engine.sqlite_store import MIGRATIONS, SQLiteStore
-
-
-def backends(tmp_path: Path) -> list[str]:
-    return [f"sqlite:///{tmp_path}/engine.db"]
-
-
-def run_with_store(tmp_path: Path, body: Callable[[Store], Awaitable[Any]]) -> None:
-    async def main() -> None:
-        for url in backends(tmp_path):
-            store = open_store(url)
-            await store.open()
-            try:
-                await body(store)
-            finally:
-                await store.close()
-
-    asyncio.run(main())
-
-
-def instance(instance_id: str, **fields: Any) -> InstanceRecord:
-    base: dict[str, Any] = dict(
-        id=instance_id, workflow="wf", status="queued", params=b"\x80", created=1.0, updated=1.0
-    )
-    base.update(fields)
-    return InstanceRecord(**base)
+from tests.engine.test_store_contract import record as instance
+from tests.engine.test_store_contract import run_with_store
 
 
 def step(instance_id: str, position: int, status: str = "complete", **fields: Any) -> StepRecord:
