@@ -13,6 +13,7 @@ config), since the sandbox is not trusted.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -142,9 +143,7 @@ class StepSession(Binding):
         step = self._step(position, kind, name, occurrence)
         attempts = self.in_flight[3] if self.in_flight else 1
         return await self._finish_step(
-            StepRecord(
-                **{**step.__dict__, "status": "complete", "result": payload, "attempts": attempts}
-            )
+            replace(step, status="complete", result=payload, attempts=attempts)
         )
 
     async def _fail(self, position: int, name: str, occurrence: int, error: Any) -> str:
@@ -152,9 +151,7 @@ class StepSession(Binding):
         failure = _failure(error)
         attempts = self.in_flight[3] if self.in_flight else 1
         return await self._finish_step(
-            StepRecord(
-                **{**step.__dict__, "status": "failed", "error": failure, "attempts": attempts}
-            )
+            replace(step, status="failed", error=failure, attempts=attempts)
         )
 
     async def _retry(
@@ -167,9 +164,7 @@ class StepSession(Binding):
     async def schedule_retry(self, step: StepRecord, attempts: int, config: dict[str, Any]) -> int:
         """Record a failed attempt that will be retried, and hibernate until it is due."""
         wake_at = self.engine.clock.now() + rules.retry_delay_ms(config, attempts) / 1000
-        pending = StepRecord(
-            **{**step.__dict__, "attempts": attempts, "config": _encode(config), "wake_at": wake_at}
-        )
+        pending = replace(step, attempts=attempts, config=_encode(config), wake_at=wake_at)
         self.recorded += 1
         self.in_flight = None
         await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
@@ -186,11 +181,9 @@ class StepSession(Binding):
             wake_at = now + rules.duration_ms(delay_ms, "sleep duration") / 1000
         self.recorded += 1
         if wake_at <= now:
-            await self.engine.store.record(
-                StepRecord(**{**step.__dict__, "status": "complete"}), self.id
-            )
+            await self.engine.store.record(replace(step, status="complete"), self.id)
             return None
-        pending = StepRecord(**{**step.__dict__, "wake_at": wake_at})
+        pending = replace(step, wake_at=wake_at)
         await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
         return int(wake_at * 1000)
 
@@ -216,11 +209,9 @@ class StepSession(Binding):
         self.recorded += 1
         if wake_at <= now:
             timeout = _failure({"name": "WaitTimeout", "message": f"no {type!r} event"})
-            await store.record(
-                StepRecord(**{**step.__dict__, "status": "failed", "error": timeout}), self.id
-            )
+            await store.record(replace(step, status="failed", error=timeout), self.id)
             return {"status": "timeout"}
-        pending = StepRecord(**{**step.__dict__, "wake_at": wake_at})
+        pending = replace(step, wake_at=wake_at)
         await store.record(pending, self.id, **self._waiting(wake_at, waiting_for=type))
         return {"status": "wait", "wake": int(wake_at * 1000)}
 
@@ -237,9 +228,7 @@ class StepSession(Binding):
         if attempt > config["retries"]["limit"]:
             failure = _failure({"name": name, "message": message})
             await self.engine.store.record(
-                StepRecord(
-                    **{**step.__dict__, "status": "failed", "error": failure, "attempts": attempt}
-                ),
+                replace(step, status="failed", error=failure, attempts=attempt),
                 self.id,
                 status="queued",
                 wake_at=None,

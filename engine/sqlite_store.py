@@ -362,15 +362,7 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-            (seq,) = db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
-            ).fetchone()
-            db.execute(
-                "INSERT INTO events (instance_id, seq, type, payload, timestamp) "
-                "VALUES (?,?,?,?,?)",
-                (instance_id, seq, type, payload, timestamp),
-            )
-            return int(seq)
+            return _insert_event(db, instance_id, type, payload, timestamp)
 
         return await self._do(operation)
 
@@ -403,14 +395,7 @@ class SQLiteStore(Store):
                     f"instance {instance_id!r} is {status}: it takes no more events "
                     "(restart it first, or create a new one)"
                 )
-            (seq,) = db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
-            ).fetchone()
-            db.execute(
-                "INSERT INTO events (instance_id, seq, type, payload, timestamp) "
-                "VALUES (?,?,?,?,?)",
-                (instance_id, seq, type, payload, timestamp),
-            )
+            _insert_event(db, instance_id, type, payload, timestamp)
             if status == "waiting" and waiting_for == type:
                 # the same transaction: an event can never land between "waits" and "woken"
                 _update(
@@ -511,6 +496,19 @@ def _put_step(db: sqlite3.Connection, step: StepRecord) -> None:
             step.wake_at,
         ),
     )
+
+
+def _insert_event(
+    db: sqlite3.Connection, instance_id: str, type: str, payload: bytes, timestamp: float
+) -> int:
+    (seq,) = db.execute(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
+    ).fetchone()
+    db.execute(
+        "INSERT INTO events (instance_id, seq, type, payload, timestamp) VALUES (?,?,?,?,?)",
+        (instance_id, seq, type, payload, timestamp),
+    )
+    return int(seq)
 
 
 def _take_event(db: sqlite3.Connection, instance_id: str, type: str) -> EventRecord | None:
