@@ -1,0 +1,164 @@
+"""The daemon's configuration: embedded defaults, a TOML file, `DYNWORKERS_*` variables, flags.
+
+Host side, in the main thread before the event loop starts (and again on SIGHUP). Each layer
+overrides the one before it: defaults, then `dynworkers.toml` (or `--config FILE`), then the
+environment, then command-line flags. A key no layer knows is an error that names the key and
+where it came from, and so is a value of the wrong type: the daemon refuses to start rather than
+run on a setting it misread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import DynworkersError
+
+#: read when it exists and no --config is given
+DEFAULT_FILE = "dynworkers.toml"
+ENV_PREFIX = "DYNWORKERS_"
+#: the environment variable naming the config file, the same as --config
+CONFIG_VARIABLE = "DYNWORKERS_CONFIG"
+
+
+class ConfigError(DynworkersError, ValueError):
+    """A configuration key or value the daemon cannot use; the message names it and its source."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    #: address of the tenant front door: /<tenant>/<path> reaches the tenant's fetch
+    host: str = "127.0.0.1"
+    port: int = 8787
+    #: address of the control API (/_/..., /healthz, /metrics); tenants never reach it
+    control_host: str = "127.0.0.1"
+    control_port: int = 8788
+    #: when set, every control request but /healthz needs `Authorization: Bearer <token>`
+    control_token: str = ""
+    #: the code directory: tenants/<tenant_id>/*.py, main.py being the main module
+    tenants: str = "tenants"
+    #: a trusted host module ("package.module" or a path to a .py file) with
+    #: `load(tenant_id) -> WorkerCode | None`; when set it is the only source of tenant code
+    dispatcher: str = ""
+    #: where KV, the compile cache, deployed code and the workflow store live
+    state_dir: str = ".dynworkers"
+    #: the workflow store URL; empty means sqlite:///<state_dir>/engine.db
+    store: str = ""
+    #: also route by Host header: <tenant>.<domain> reaches the tenant with the whole path
+    domain: str = ""
+    #: request bodies over this many bytes get 413
+    max_body_bytes: int = 1 << 20
+    #: seconds SIGTERM waits for requests in flight before the daemon stops anyway
+    drain_timeout: float = 10.0
+    #: seconds a tenant call may run before its sandbox is killed (504)
+    deadline: float = 30.0
+    memory_limit_mb: int = 256
+    max_sandboxes: int = 64
+    spares: int = 2
+    idle_ttl: float = 300.0
+    #: workflow wake-ups running at once
+    max_running: int = 64
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("port", "control_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be a TCP port (0-65535, 0 picks one), got {value}")
+        for name in ("max_body_bytes", "max_sandboxes", "max_running", "memory_limit_mb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.spares < 0:
+            raise ConfigError(f"spares must be >= 0, got {self.spares}")
+        for name in ("drain_timeout", "deadline", "idle_ttl"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level must be debug, info, warning or error, got {self.log_level!r}"
+            )
+        if self.host == self.control_host and self.port == self.control_port and self.port:
+            raise ConfigError(
+                f"port and control_port are both {self.port}: the control API needs a listener "
+                "of its own, so that tenant requests can never reach it"
+            )
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{Path(self.state_dir) / 'engine.db'}"
+
+
+FIELDS = {field.name: field for field in dataclasses.fields(DaemonConfig)}
+#: settings SIGHUP applies; a change to any other one is reported and waits for a restart
+RELOADABLE = frozenset(
+    {"tenants", "dispatcher", "domain", "control_token", "log_level", "drain_timeout"}
+)
+
+
+def _typed(name: str, value: object, source: str, parse: bool = True) -> object:
+    """`value` as the type of setting `name`, or ConfigError naming both."""
+    if name not in FIELDS:
+        known = ", ".join(sorted(FIELDS))
+        raise ConfigError(f"unknown setting {name!r} in {source}; known settings: {known}")
+    kind = FIELDS[name].type
+    if parse and isinstance(value, str) and kind != "str":  # from the environment or a flag
+        try:
+            value = int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise ConfigError(f"{name} in {source} must be a number, got {value!r}") from None
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    expected = {"str": str, "int": int, "float": float}[str(kind)]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{name} in {source} must be {kind}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return {name: _typed(name, value, str(path), parse=False) for name, value in data.items()}
+
+
+def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
+    settings = {}
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_VARIABLE:
+            continue
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        settings[name] = _typed(name, value, f"the environment ({variable})")
+    return settings
+
+
+def load_config(
+    path: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> DaemonConfig:
+    """Defaults < TOML file < DYNWORKERS_* environment < flags (None means "not given").
+
+    Without `path` (or DYNWORKERS_CONFIG) ./dynworkers.toml is read when it exists."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_VARIABLE)
+    settings: dict[str, object] = {}
+    if path is not None:
+        settings.update(_read_file(Path(path)))
+    elif Path(DEFAULT_FILE).is_file():
+        settings.update(_read_file(Path(DEFAULT_FILE)))
+    settings.update(_read_environment(environ))
+    for name, value in (flags or {}).items():
+        if value is not None:
+            settings[name] = _typed(name, value, "the command line")
+    return DaemonConfig(**settings)  # type: ignore[arg-type]
