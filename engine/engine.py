@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from runtime import Supervisor
 
 log = logging.getLogger("dynworkers.engine")
+#: (tenant or "", outcome, seconds): a step attempt ended "complete", "failed" or "retry"
+StepObserver = Callable[[str, str, float], None]
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
@@ -81,6 +84,9 @@ class Engine:
         self.env = env
         self.metrics_interval = metrics_interval
         self.hotpath = HotPath()
+        #: told of each step attempt's duration, from `begin` to its outcome (the daemon's
+        #: metrics); called on the engine's loop, so keep them cheap
+        self.step_observers: list[StepObserver] = []
         self.workflows: dict[str, Workflow] = {}
         self.scheduler = Scheduler(self._wake, self.clock, max_running)
         self._generation: dict[str, int] = {}
@@ -236,6 +242,24 @@ class Engine:
             "error": _decode(record.error) if record.error is not None else None,
         }
 
+    async def count_instances(self) -> dict[str, int]:
+        """How many instances are in each of `STATUSES` (0 when none), one store query.
+
+        As `status()` reports it: an instance a wake-up is running now counts as running (the
+        store holds it as queued or waiting); a stored status outside `STATUSES` is unknown."""
+        self._check_open()
+        stored = await self.store.count_by_status()
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, count in stored.items():
+            counts[status if status in counts else "unknown"] += count
+        left = len(self.scheduler.running)
+        for status in ("queued", "waiting"):
+            moved = min(left, counts[status])
+            counts[status] -= moved
+            counts["running"] += moved
+            left -= moved
+        return counts
+
     async def pause(self, instance_id: str) -> None:
         record = await self.record(instance_id)
         self._refuse_finished(record, "paused")
@@ -352,6 +376,8 @@ class Engine:
         self.hotpath.wake(tenant, cold, session.due_ms, self.clock.now())
 
     def _observe(self, event: str, tenant: str, value: float) -> None:
+        if event == "ready.warm":  # every warm call: the hot paths do not keep it
+            return
         self.hotpath.observe(event, tenant, value, self.clock.now())
 
     async def _flush_metrics(self) -> None:

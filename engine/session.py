@@ -4,7 +4,8 @@ Host side, on the engine's event loop. The session hands the recorded steps to t
 the grant's handover) and serves the step object's calls: `begin` (a notification: a step
 attempt started; its timeout becomes the call's deadline), `complete`, `fail`, `retry`, `sleep`
 and `wait`. Each write is one store transaction and is durable before the answer leaves, so a
-step's result is recorded before tenant code sees it.
+step's result is recorded before tenant code sees it. The time from an attempt's `begin` to its
+outcome (complete, failed, retry) goes to `engine.step_observers`, when there are any.
 
 A session is fenced by the instance's generation: after `terminate`, `restart` or `delete`, its
 calls fail and write nothing. Values from the sandbox are checked here again (types, sizes,
@@ -13,6 +14,7 @@ config), since the sandbox is not trusted.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,7 @@ class StepSession(Binding):
         self.suspended: tuple[str, float | None] | None = None
         self.recorded = 0  # steps recorded in this wake-up
         self.due_ms = 0.0  # from due to running, for the hot paths
+        self._began = 0.0  # perf_counter at the attempt's `begin`, when someone observes steps
         self._control: Any = None
 
     # --- the grant -------------------------------------------------------------------------------
@@ -111,6 +114,14 @@ class StepSession(Binding):
             "updated": self.engine.clock.now(),
         }
 
+    def _attempt_ended(self, outcome: str) -> None:
+        """Tell the engine's step observers how long the attempt in flight took."""
+        began, self._began = self._began, 0.0
+        if began:
+            seconds = time.perf_counter() - began
+            for observer in self.engine.step_observers:
+                observer(self.tenant or "", outcome, seconds)
+
     async def _finish_step(self, step: StepRecord) -> str:
         """Record a finished step; answer "pause" if a pause was asked for meanwhile."""
         self.recorded += 1
@@ -131,6 +142,8 @@ class StepSession(Binding):
         self._step(position, "do", name, occurrence)
         frozen = rules.step_config(config)
         self.in_flight = (position, name, occurrence, int(attempt), frozen)
+        if self.engine.step_observers:
+            self._began = time.perf_counter()
         if self._control is not None:
             self._control.set_deadline(frozen["timeout"] / 1000)
 
@@ -142,6 +155,7 @@ class StepSession(Binding):
         rules.check_size(payload, f"the result of step {name!r}")
         step = self._step(position, kind, name, occurrence)
         attempts = self.in_flight[3] if self.in_flight else 1
+        self._attempt_ended("complete")
         return await self._finish_step(
             replace(step, status="complete", result=payload, attempts=attempts)
         )
@@ -150,6 +164,7 @@ class StepSession(Binding):
         step = self._step(position, "do", name, occurrence)
         failure = _failure(error)
         attempts = self.in_flight[3] if self.in_flight else 1
+        self._attempt_ended("failed")
         return await self._finish_step(
             replace(step, status="failed", error=failure, attempts=attempts)
         )
@@ -165,6 +180,7 @@ class StepSession(Binding):
         """Record a failed attempt that will be retried, and hibernate until it is due."""
         wake_at = self.engine.clock.now() + rules.retry_delay_ms(config, attempts) / 1000
         pending = replace(step, attempts=attempts, config=_encode(config), wake_at=wake_at)
+        self._attempt_ended("retry")
         self.recorded += 1
         self.in_flight = None
         await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
@@ -227,6 +243,7 @@ class StepSession(Binding):
         step = StepRecord(self.id, position, "do", step_name, occurrence, "pending")
         if attempt > config["retries"]["limit"]:
             failure = _failure({"name": name, "message": message})
+            self._attempt_ended("failed")
             await self.engine.store.record(
                 replace(step, status="failed", error=failure, attempts=attempt),
                 self.id,

@@ -322,6 +322,14 @@ class SQLiteStore(Store):
 
         return await self._do(operation)
 
+    async def count_by_status(self) -> dict[str, int]:
+        def operation(db: sqlite3.Connection) -> dict[str, int]:
+            # GROUP BY status walks the instances_due index (status first), not the table
+            rows = db.execute("SELECT status, count(*) FROM instances GROUP BY status").fetchall()
+            return {status: int(count) for status, count in rows}
+
+        return await self._do(operation)
+
     # --- steps -----------------------------------------------------------------------------------
 
     async def steps(self, instance_id: str) -> list[StepRecord]:

@@ -111,6 +111,10 @@ class Store(abc.ABC):
     async def due_instances(self, now: float, limit: int) -> list[InstanceRecord]:
         """Queued instances, and waiting ones whose wake_at has passed, oldest first."""
 
+    @abc.abstractmethod
+    async def count_by_status(self) -> dict[str, int]:
+        """How many instances hold each stored status; a status nobody holds is absent."""
+
     # steps
     @abc.abstractmethod
     async def steps(self, instance_id: str) -> list[StepRecord]: ...

@@ -2,9 +2,10 @@
 
 Host side, in the main thread. Subcommands:
 
+- `dynworkers serve`, `tenants`, `workflows`, `stats`, `logs`: the daemon and its control API
+  (runtime.daemon.commands).
 - `dynworkers demo`: boot a supervisor on the embedded defaults (state in ./.dynworkers), load a
-  few tenants, and print their cold and warm dispatch latencies and the pool's stats. This is the
-  main job until the daemon exists.
+  few tenants, and print their cold and warm dispatch latencies and the pool's stats.
 - `dynworkers bench dispatch [...]`: the cold/warm dispatch benchmark (benchmarks.dispatch).
 
 Exit status 0 on success, 1 when a tenant call failed, 2 for bad arguments.
@@ -21,6 +22,7 @@ import sys
 import time
 
 from loader import WorkerCode
+from runtime.daemon.commands import add_commands, run
 from runtime.supervisor import Supervisor, SupervisorConfig
 
 DEMO_TENANTS = {
@@ -96,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--state-dir", default=".dynworkers")
     demo_parser.add_argument("--warm-calls", type=int, default=200)
+    add_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark")
     bench.add_argument("name", choices=["dispatch"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command not in ("demo", "bench"):
+        return run(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
         return asyncio.run(demo(args.state_dir, args.warm_calls))

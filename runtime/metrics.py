@@ -11,7 +11,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: (event, tenant, value): "boot" with the boot latency in seconds, or "evict:<reason>" with 1.
+#: (event, tenant, value): "boot" with the boot latency in seconds, "ready.warm" with the seconds a
+#: warm call waited for its sandbox and its turn, or "evict:<reason>" with 1.
 Observer = Callable[[str, str, float], None]
 
 EVICTION_REASONS = (

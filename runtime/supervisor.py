@@ -269,11 +269,15 @@ class Supervisor:
         kwargs: dict[str, Any],
         props: Any,
     ) -> Any:
-        """Run one call in the worker's sandbox; the loader's stubs call this."""
         """Run one call in the worker's sandbox; the loader's stubs call this.
 
         A `Binding` among the positional arguments is granted to the sandbox for this call only
-        (it arrives as a stub) and may move the call's deadline through `CallControl`."""
+        (it arrives as a stub) and may move the call's deadline through `CallControl`.
+
+        Observers of `metrics` hear "ready.warm" with the seconds from entering here to holding
+        a warm sandbox and the tenant's turn. A cold start's readiness is the pool's "boot":
+        the call is pipelined behind specialisation, so this method never sees that moment."""
+        started = time.perf_counter()
         pool = self.pool
         passed = [value for value in args if isinstance(value, Binding)]
         try:
@@ -295,6 +299,9 @@ class Supervisor:
                 try:
                     if not handle.alive:
                         continue  # it died before our turn came: rehydrate
+                    if not cold and self.metrics.observers:
+                        ready = time.perf_counter() - started
+                        self.metrics.tell("ready.warm", handle.tenant_id, ready)
                     grants = handle.grant_arguments(args) if passed else []
                     future = handle.channel.request(
                         functools.partial(

@@ -21,9 +21,22 @@ ZYGOTE_MODULE = "runtime.sandbox.zygote"
 REAP_GRACE_S = 3.0
 
 
+#: pids of daemons a module-scoped fixture keeps for several tests; their sandboxes are checked
+#: when that fixture stops them (`DaemonProcess.stop`), not after each test
+SHARED_DAEMONS: set[int] = set()
+
+
 def _zygote_descendants() -> list[psutil.Process]:
     found = []
+    shared = set()
+    for pid in SHARED_DAEMONS:
+        try:
+            shared.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
     for child in psutil.Process().children(recursive=True):
+        if child.pid in shared:
+            continue
         try:
             cmdline = child.cmdline()
         except psutil.Error:  # exited between listing and reading it

@@ -80,6 +80,30 @@ def test_due_instances_are_queued_ones_and_waiting_ones_past_their_time(tmp_path
     run_with_store(tmp_path, body)
 
 
+def test_count_by_status_counts_each_stored_status_and_omits_empty_ones(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        assert await store.count_by_status() == {}
+        await store.create_instances(
+            [
+                record("q1"),
+                record("q2"),
+                record("w", status="waiting", wake_at=5.0),
+                record("c", status="complete"),
+            ]
+        )
+        await store.update_instance("q2", status="paused")
+        assert await store.count_by_status() == {
+            "queued": 1,
+            "paused": 1,
+            "waiting": 1,
+            "complete": 1,
+        }
+        await store.delete_instance("c")
+        assert "complete" not in await store.count_by_status()
+
+    run_with_store(tmp_path, body)
+
+
 def test_steps_are_replaced_by_position_and_forgotten_from_a_position(tmp_path: Path) -> None:
     async def body(store: Store) -> None:
         await store.create_instances([record("a")])

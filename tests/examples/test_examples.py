@@ -49,10 +49,12 @@ class ExampleHarness(Harness):
     async def request(
         self, tenant: str, method: str, path: str, body: Any = None
     ) -> tuple[int, Any]:
-        """`method path` to the tenant's fetch handler; the status and the JSON reply."""
+        """`method path` to the tenant's fetch handler, as the daemon sends it (mount stripped,
+        X-Forwarded-Prefix set); the status and the JSON reply."""
         stub = await self.stub(tenant)
         data = None if body is None else json.dumps(body)
-        response = await stub.fetch(BASE + path, method=method, body=data)
+        headers = {"x-forwarded-prefix": f"/{tenant}"}
+        response = await stub.fetch(BASE + path, method=method, headers=headers, body=data)
         return response.status, response.json()
 
 

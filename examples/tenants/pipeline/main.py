@@ -25,11 +25,6 @@ from workers import (
     console,
 )
 
-#: Where `dynworkers serve` mounts this tenant (routing by path: /<tenant>/...). The daemon strips
-#: the prefix before calling fetch, so the routes below see "/", "/<id>", ...; the prefix is only
-#: needed to build links for clients.
-MOUNT = "/pipeline"
-
 #: The build is flaky: retry it up to 3 times, one second apart (constant backoff).
 BUILD_RETRIES = {"retries": {"limit": 3, "delay": "1 second", "backoff": "constant"}}
 
@@ -76,7 +71,10 @@ class Default(WorkerEntrypoint):
     def start(self, request):
         commit = body_of(request).get("commit", "HEAD")
         instance = self.env.WORKFLOWS.create(params={"commit": commit})
-        base = origin(request.url) + MOUNT + "/" + instance.id
+        # The daemon strips its mount ("/pipeline") before calling fetch, so the routes here see
+        # "/", "/<id>", ...; X-Forwarded-Prefix says where it mounted us, for links.
+        mount = request.headers.get("x-forwarded-prefix") or ""
+        base = origin(request.url) + mount + "/" + instance.id
         console.log(f"pipeline {instance.id} started for commit {commit}")
         return Response.json(
             {"id": instance.id, "status_url": base, "approve_url": base + "/approve"},

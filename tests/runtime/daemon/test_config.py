@@ -35,7 +35,7 @@ def test_each_layer_overrides_the_one_before(tmp_path: Path) -> None:
 
 def test_unknown_key_in_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
     path = write(tmp_path, "prot = 9000\n")
-    with pytest.raises(ConfigError, match="unknown setting 'prot'.*dynworkers.toml"):
+    with pytest.raises(ConfigError, match=r"unknown setting .prot.*dynworkers.toml"):
         load_config(path, environ={})
 
 
@@ -45,7 +45,7 @@ def test_unknown_environment_variable_is_an_error_naming_it() -> None:
 
 
 def test_wrong_types_and_values_are_refused_with_the_setting_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="port .* must be int"):
+    with pytest.raises(ConfigError, match=r"port .* must be int"):
         load_config(write(tmp_path, 'port = "x"\n'), environ={})
     with pytest.raises(ConfigError, match="must be a number"):
         load_config(None, environ={"DYNWORKERS_PORT": "eighty"})

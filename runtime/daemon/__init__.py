@@ -1,0 +1,25 @@
+"""runtime.daemon: `dynworkers serve`, an HTTP front door and a control API around a Supervisor
+and an Engine, with its config, deployments, Prometheus metrics and per-tenant logs.
+
+Host side only. Imported by the CLI and by hosts that want the daemon in their own process.
+"""
+
+from __future__ import annotations
+
+from runtime.daemon.config import ConfigError, DaemonConfig, load_config
+from runtime.daemon.deployments import InvalidTenant
+from runtime.daemon.server import Daemon
+from runtime.daemon.tenants import HostBindings, UnknownTenant
+
+__all__ = [
+    # running
+    "Daemon",
+    "DaemonConfig",
+    "load_config",
+    # what a dispatcher module receives
+    "HostBindings",
+    # errors
+    "ConfigError",
+    "InvalidTenant",
+    "UnknownTenant",
+]

@@ -1,0 +1,330 @@
+"""The daemon's subcommands of `dynworkers`: serve, and the control API's wrappers.
+
+Host side, in the CLI's main thread. `serve` runs the daemon until SIGTERM; the others talk to a
+running daemon's control API (its address and token come from the same config as the daemon's:
+dynworkers.toml, DYNWORKERS_* variables, or --url and --token) and print tables where a person
+reads them, JSON with --json.
+
+Exit status: 0 done, 1 the daemon refused or is not there (its message is printed), 2 bad
+arguments or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.daemon.client import ControlClient, ControlError
+from runtime.daemon.config import ConfigError, DaemonConfig, load_config
+from runtime.daemon.deployments import read_directory
+
+SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port")
+
+
+def add_commands(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the daemon (HTTP front door + control API)")
+    serve.add_argument("--config", help="TOML config file (default: ./dynworkers.toml if present)")
+    serve.add_argument("--tenants", help="code directory: <dir>/<tenant>/*.py")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--state-dir")
+    serve.add_argument("--control-host")
+    serve.add_argument("--control-port", type=int)
+
+    def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--config", help="the daemon's TOML config, for its address")
+        parser.add_argument("--url", help="control API URL (default from the config)")
+        parser.add_argument("--token", help="control token (default from the config)")
+        parser.add_argument("--json", action="store_true", help="print the JSON answer")
+        return parser
+
+    tenants = commands.add_parser("tenants", help="deploy and list tenant code")
+    verbs = tenants.add_subparsers(dest="verb", required=True)
+    put = client_options(verbs.add_parser("put", help="deploy a directory of .py modules"))
+    put.add_argument("tenant")
+    put.add_argument("directory")
+    put.add_argument("--main", help="main module (default: main, or the only module)")
+    client_options(verbs.add_parser("list", help="tenants and their versions"))
+    show = client_options(verbs.add_parser("show", help="a tenant's deployment history"))
+    show.add_argument("tenant")
+
+    workflows = commands.add_parser("workflows", help="a tenant's workflow instances")
+    verbs = workflows.add_subparsers(dest="verb", required=True)
+    listing = client_options(verbs.add_parser("list", help="a tenant's instances"))
+    listing.add_argument("tenant")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=100)
+    create = client_options(verbs.add_parser("create", help="create an instance"))
+    create.add_argument("tenant")
+    create.add_argument("--id")
+    create.add_argument("--params", default="null", help="JSON")
+    status = client_options(verbs.add_parser("status", help="an instance's status"))
+    status.add_argument("tenant")
+    status.add_argument("id")
+    status.add_argument("--wait", action="store_true", help="follow until it finishes")
+    event = client_options(verbs.add_parser("send-event", help="send an event to an instance"))
+    event.add_argument("tenant")
+    event.add_argument("id")
+    event.add_argument("type")
+    event.add_argument("--payload", default="null", help="JSON")
+    for verb in ("pause", "resume", "terminate", "restart"):
+        operation = client_options(verbs.add_parser(verb, help=f"{verb} an instance"))
+        operation.add_argument("tenant")
+        operation.add_argument("id")
+        if verb == "restart":
+            operation.add_argument("--from-step")
+
+    client_options(commands.add_parser("stats", help="pool, loader and engine figures"))
+    logs = client_options(commands.add_parser("logs", help="a tenant's log lines"))
+    logs.add_argument("tenant")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep streaming new lines")
+    logs.add_argument("--tail", type=int, default=100)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "serve":
+            return serve(args)
+        return _client_command(args)
+    except ConfigError as exc:
+        print(f"dynworkers: {exc}", file=sys.stderr)
+        return 2
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    from runtime.daemon.logs import DaemonLogFormatter
+    from runtime.daemon.server import Daemon
+
+    flags = {name: getattr(args, name) for name in SERVE_FLAGS}
+
+    def read() -> DaemonConfig:
+        return load_config(args.config, flags)
+
+    config = read()
+    handler = logging.StreamHandler()
+    handler.setFormatter(DaemonLogFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dynworkers").setLevel(config.log_level.upper())
+    return asyncio.run(Daemon(config, read).run())
+
+
+# --- the control API's wrappers ------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    config = load_config(args.config)
+    url = args.url or f"http://{config.control_host}:{config.control_port}"
+    return ControlClient(url, args.token if args.token is not None else config.control_token)
+
+
+def _json_arg(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"dynworkers: {name} is not valid JSON: {exc}") from None
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    client = _client(args)
+    name = args.command if args.command in ("stats", "logs") else f"{args.command} {args.verb}"
+    try:
+        if name == "logs":
+            return _logs(client, args)
+        answer = COMMANDS[name](client, args)
+    except ControlError as exc:
+        print(f"dynworkers: {exc}", file=sys.stderr)
+        for problem in exc.answer.get("errors", []):
+            where = problem["module"] + (f":{problem['line']}" if problem.get("line") else "")
+            print(f"  {where}: {problem['message']}", file=sys.stderr)
+        for line in exc.answer.get("traceback", []):
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        PRINTERS.get(name, _print_fields)(answer)
+    return 0
+
+
+def _put(client: ControlClient, args: argparse.Namespace) -> Any:
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        raise ControlError(0, {}, f"{folder} is not a directory of .py modules")
+    modules = read_directory(folder)
+    if not modules:
+        raise ControlError(0, {}, f"{folder} holds no .py modules")
+    body: dict[str, Any] = {"modules": modules}
+    if args.main:
+        body["main_module"] = args.main
+    return client.call("PUT", f"/_/tenants/{args.tenant}", body)
+
+
+def _workflows(args: argparse.Namespace) -> str:
+    return f"/_/tenants/{args.tenant}/workflows"
+
+
+def _status(client: ControlClient, args: argparse.Namespace) -> Any:
+    path = f"{_workflows(args)}/{args.id}"
+    answer = client.get(path)
+    while args.wait and answer["status"] not in ("complete", "errored", "terminated"):
+        print(f"  {time.strftime('%H:%M:%S')}  {answer['status']}", file=sys.stderr)
+        time.sleep(1.0)
+        answer = client.get(path)
+    return answer
+
+
+def _operate(client: ControlClient, args: argparse.Namespace) -> Any:
+    body = {"from_step": args.from_step} if getattr(args, "from_step", None) else None
+    return client.call("POST", f"{_workflows(args)}/{args.id}/{args.verb}", body)
+
+
+def _list_instances(client: ControlClient, args: argparse.Namespace) -> Any:
+    query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
+    return client.get(_workflows(args) + query)
+
+
+COMMANDS: dict[str, Callable[[ControlClient, argparse.Namespace], Any]] = {
+    "tenants put": _put,
+    "tenants list": lambda client, args: client.get("/_/tenants"),
+    "tenants show": lambda client, args: client.get(f"/_/tenants/{args.tenant}"),
+    "workflows list": _list_instances,
+    "workflows create": lambda client, args: client.call(
+        "POST", _workflows(args), {"id": args.id, "params": _json_arg(args.params, "--params")}
+    ),
+    "workflows status": _status,
+    "workflows send-event": lambda client, args: client.call(
+        "POST",
+        f"{_workflows(args)}/{args.id}/events",
+        {"type": args.type, "payload": _json_arg(args.payload, "--payload")},
+    ),
+    **{f"workflows {verb}": _operate for verb in ("pause", "resume", "terminate", "restart")},
+    "stats": lambda client, args: client.get("/_/stats"),
+}
+
+
+def _logs(client: ControlClient, args: argparse.Namespace) -> int:
+    follow = "1" if args.follow else "0"
+    try:
+        for line in client.events(
+            f"/_/tenants/{args.tenant}/logs?tail={args.tail}&follow={follow}"
+        ):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.get("ts", 0)))
+            if args.json:
+                print(json.dumps(line), flush=True)
+            else:
+                print(f"{stamp} {line.get('level', ''):<7} {line.get('message', '')}", flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+# --- printing ------------------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+def _print_fields(answer: Any) -> None:
+    if not isinstance(answer, dict):
+        print(json.dumps(answer, indent=2))
+        return
+    width = max((len(key) for key in answer), default=0)
+    for key, value in answer.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def _print_put(answer: dict[str, Any]) -> None:
+    verb = "deployed" if answer["changed"] else "already serving"
+    print(
+        f"{verb} {answer['tenant']} version {answer['version']} "
+        f"({len(answer['modules'])} module(s), main {answer['main_module']})"
+    )
+
+
+def _print_tenants(answer: dict[str, Any]) -> None:
+    rows = [
+        [
+            t["tenant"],
+            t["version"],
+            t["source"],
+            _when(t["deployed_at"]),
+            "yes" if t["compiles"] else "NO",
+            str(t["sandbox_pid"] or "-"),
+        ]
+        for t in answer["tenants"]
+    ]
+    _table(rows, ["TENANT", "VERSION", "SOURCE", "DEPLOYED", "COMPILES", "SANDBOX PID"])
+
+
+def _print_history(answer: dict[str, Any]) -> None:
+    print(f"{answer['tenant']}: serving {answer['current']}")
+    rows = [
+        [
+            e.get("version", "(removed)"),
+            e.get("source", "-"),
+            _when(e.get("deployed_at")),
+        ]
+        for e in answer["deployments"]
+    ]
+    _table(rows, ["VERSION", "SOURCE", "DEPLOYED"])
+
+
+def _print_instances(answer: dict[str, Any]) -> None:
+    rows = [
+        [i["id"], i["status"], _when(i["created"]), _when(i["updated"]), i["waiting_for"] or "-"]
+        for i in answer["instances"]
+    ]
+    _table(rows, ["ID", "STATUS", "CREATED", "UPDATED", "WAITING FOR"])
+
+
+def _print_stats(answer: dict[str, Any]) -> None:
+    pool, workflows = answer["pool"], answer.get("workflows", {})
+    rows = [
+        ["sandboxes", f"{pool['size']} of {pool['max_sandboxes']}"],
+        ["spares", str(pool["spares"])],
+        ["starts", f"{answer['cold']} cold, {answer['warm']} warm"],
+        ["rehydrations", str(answer["rehydrations"])],
+        ["boot latency ms", _percentiles(answer["boot_latency_ms"])],
+        ["evictions", ", ".join(f"{k} {v}" for k, v in answer["evictions"].items() if v) or "none"],
+        [
+            "workflows",
+            f"{workflows.get('running', 0)} running, {workflows.get('ready', 0)} ready, "
+            f"{workflows.get('hibernating', 0)} hibernating",
+        ],
+        ["requests in flight", str(answer.get("daemon", {}).get("in_flight", 0))],
+        ["uptime s", str(answer["uptime_s"])],
+    ]
+    _table(rows, ["", ""])
+
+
+def _percentiles(figures: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.2f}" for name, value in figures.items())
+
+
+PRINTERS: dict[str, Callable[[Any], None]] = {
+    "tenants put": _print_put,
+    "tenants list": _print_tenants,
+    "tenants show": _print_history,
+    "workflows list": _print_instances,
+    "stats": _print_stats,
+}

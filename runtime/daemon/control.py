@@ -1,0 +1,295 @@
+"""The control API: JSON under /_/, plus /healthz and /metrics, on a listener of its own.
+
+Host side, an aiohttp application on the daemon's event loop, bound to `control_host:control_port`
+(never the tenant front door's listener, so a tenant request cannot reach it). With a
+`control_token` configured every route but /healthz needs `Authorization: Bearer <token>`.
+
+    GET  /healthz                                         liveness
+    GET  /metrics                                         Prometheus text format
+    GET  /_/stats                                         pool, loader and engine stats
+    GET  /_/tenants                                       tenants and their served versions
+    PUT  /_/tenants/{t}            {"modules": {...}, "main_module"?}    deploy (compile first)
+    GET  /_/tenants/{t}                                   the tenant's deployment history
+    GET  /_/tenants/{t}/logs?tail=N&follow=0|1            its log lines (server-sent events)
+    GET  /_/tenants/{t}/workflows?status=&limit=          its workflow instances
+    POST /_/tenants/{t}/workflows  {"id"?, "params"?}     create an instance
+    GET  /_/tenants/{t}/workflows/{id}                    status
+    POST /_/tenants/{t}/workflows/{id}/events  {"type", "payload"?}
+    POST /_/tenants/{t}/workflows/{id}/{pause,resume,terminate,restart}  (restart: {"from_step"?})
+
+Workflow operations go through the tenant's own `env.WORKFLOWS` binding, so the API sees exactly
+the instances the tenant sees, by the ids the tenant knows. Bad input is 400 naming the problem,
+an unknown tenant or instance 404, an operation the instance's status refuses 409, code that does
+not compile 422 with every error (the served version stays).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from engine import (
+    EngineClosed,
+    InstanceExists,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidTransition,
+    wrap_workflow_binding,
+)
+from loader import CompileError, InvalidWorkerCode
+from runtime.daemon.deployments import InvalidTenant, check_tenant_id
+from runtime.daemon.front import compile_errors, error
+from runtime.daemon.tenants import UnknownTenant
+
+if TYPE_CHECKING:
+    from runtime.daemon.server import Daemon
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPERATIONS = ("pause", "resume", "terminate", "restart")
+MAX_LIST = 1000
+
+
+class BadRequest(Exception):
+    """The request's body or query cannot be used; the message says what is wrong."""
+
+
+async def json_body(request: web.Request, required: bool = True) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise BadRequest("the request needs a JSON object body")
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _int_query(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name}={raw!r} must be an integer") from None
+    if not 0 <= value <= most:
+        raise BadRequest(f"query parameter {name} must be within 0..{most}, got {value}")
+    return value
+
+
+class ControlAPI:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=max(self.daemon.config.max_body_bytes, 8 << 20),
+            middlewares=[self._guard],
+        )
+        add = app.router.add_route
+        add("GET", "/healthz", self.healthz)
+        add("GET", "/metrics", self.metrics)
+        add("GET", "/_/stats", self.stats)
+        add("GET", "/_/tenants", self.list_tenants)
+        add("PUT", "/_/tenants/{tenant}", self.put_tenant)
+        add("GET", "/_/tenants/{tenant}", self.tenant_history)
+        add("GET", "/_/tenants/{tenant}/logs", self.logs)
+        add("GET", "/_/tenants/{tenant}/workflows", self.list_instances)
+        add("POST", "/_/tenants/{tenant}/workflows", self.create_instance)
+        add("GET", "/_/tenants/{tenant}/workflows/{id}", self.instance_status)
+        add("POST", "/_/tenants/{tenant}/workflows/{id}/events", self.send_event)
+        add("POST", "/_/tenants/{tenant}/workflows/{id}/{operation}", self.operate)
+        return app
+
+    # --- errors and the token --------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self.daemon.config.control_token
+        if token and request.path != "/healthz":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error(401, "Unauthorized", "send Authorization: Bearer <control_token>")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return error(413, "BodyTooLarge", "the request body is over the control API limit")
+            if exc.status in (404, 405):
+                return error(
+                    exc.status,
+                    exc.reason.replace(" ", ""),
+                    f"no route {request.method} {request.path}",
+                )
+            raise
+        except (BadRequest, InvalidInput, InvalidWorkerCode) as exc:
+            return error(400, "BadRequest", str(exc))
+        except (InvalidTenant, UnknownTenant) as exc:
+            return error(404, "UnknownTenant", str(exc))
+        except InstanceNotFound as exc:
+            return error(404, "InstanceNotFound", str(exc))
+        except (InvalidTransition, InstanceExists) as exc:
+            return error(409, type(exc).__name__, str(exc))
+        except CompileError as exc:
+            return error(
+                422,
+                "CompileError",
+                "the code did not compile; the version served before keeps serving",
+                errors=compile_errors(exc),
+            )
+        except EngineClosed as exc:
+            return error(503, "ShuttingDown", str(exc))
+
+    # --- daemon ----------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        state = "draining" if self.daemon.stopping else "ok"
+        return web.json_response({"status": state}, status=503 if self.daemon.stopping else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = await self.daemon.metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def stats(self, request: web.Request) -> web.Response:
+        stats = self.daemon.supervisor.stats()
+        stats["daemon"] = {
+            "in_flight": self.daemon.front.in_flight,
+            "tenants": len(self.daemon.tenants.deployments.current),
+        }
+        return web.json_response(stats)
+
+    # --- tenants ---------------------------------------------------------------------------------
+
+    async def list_tenants(self, request: web.Request) -> web.Response:
+        return web.json_response({"tenants": self.daemon.tenants.list()})
+
+    async def put_tenant(self, request: web.Request) -> web.Response:
+        tenant = check_tenant_id(request.match_info["tenant"])
+        body = await json_body(request)
+        modules = body.get("modules")
+        if not isinstance(modules, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in modules.items()
+        ):
+            raise BadRequest('"modules" must map module names to source text')
+        unknown = set(body) - {"modules", "main_module"}
+        if unknown:
+            raise BadRequest(f"unknown field(s) {sorted(unknown)}: send modules and main_module")
+        main_module = body.get("main_module")
+        if main_module is not None and not isinstance(main_module, str):
+            raise BadRequest('"main_module" must be a module name')
+        try:
+            version, changed = await self.daemon.tenants.deploy(tenant, modules, main_module)
+        except InvalidTenant as exc:
+            raise BadRequest(str(exc)) from None
+        status = 201 if changed else 200
+        return web.json_response(
+            {"tenant": tenant, "changed": changed, **version.describe()}, status=status
+        )
+
+    async def tenant_history(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        current = self.daemon.tenants.deployments.current[tenant]
+        return web.json_response(
+            {
+                "tenant": tenant,
+                "current": current.version,
+                "deployments": self.daemon.tenants.deployments.history(tenant),
+            }
+        )
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        tenant = self._known(request)
+        tail = _int_query(request, "tail", 100, 10_000)
+        follow = request.query.get("follow", "1") != "0"  # follow=0: the backlog, then end
+        return await self.daemon.logs.stream(request, tenant, tail, follow=follow)
+
+    def _known(self, request: web.Request) -> str:
+        tenant = check_tenant_id(request.match_info["tenant"])
+        if tenant not in self.daemon.tenants.deployments.current and (
+            self.daemon.tenants.dispatcher is None
+        ):
+            raise UnknownTenant(f"no tenant {tenant!r} is deployed")
+        return tenant
+
+    # --- workflows -------------------------------------------------------------------------------
+
+    async def _call(self, tenant: str, method: str, *args: Any) -> Any:
+        binding = wrap_workflow_binding({"tenant_id": tenant}, engine=self.daemon.engine)
+        return await binding.call(tenant, method, list(args), {})
+
+    async def list_instances(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        status = request.query.get("status") or None
+        limit = _int_query(request, "limit", 100, MAX_LIST)
+        records = await self.daemon.engine.store.list_instances(
+            tenant=tenant, status=status, limit=limit
+        )
+        prefix = f"{tenant}/"
+        return web.json_response(
+            {
+                "tenant": tenant,
+                "instances": [
+                    {
+                        "id": record.id.removeprefix(prefix),
+                        "status": record.status,
+                        "created": record.created,
+                        "updated": record.updated,
+                        "wake_at": record.wake_at,
+                        "waiting_for": record.waiting_for,
+                    }
+                    for record in records
+                ],
+            }
+        )
+
+    async def create_instance(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        body = await json_body(request, required=False)
+        unknown = set(body) - {"id", "params"}
+        if unknown:
+            raise BadRequest(f"unknown field(s) {sorted(unknown)}: send id and params")
+        instance_id = await self._call(tenant, "create", body.get("id"), body.get("params"))
+        return web.json_response({"tenant": tenant, "id": instance_id}, status=201)
+
+    async def instance_status(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        instance_id = request.match_info["id"]
+        status = await self._call(tenant, "status", instance_id)
+        return web.json_response({"tenant": tenant, "id": instance_id, **status})
+
+    async def send_event(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        instance_id = request.match_info["id"]
+        body = await json_body(request)
+        event_type = body.get("type")
+        if not isinstance(event_type, str) or not event_type:
+            raise BadRequest('an event needs "type", a non-empty string')
+        await self._call(tenant, "send_event", instance_id, event_type, body.get("payload"))
+        return web.json_response({"tenant": tenant, "id": instance_id, "sent": event_type})
+
+    async def operate(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        instance_id, operation = request.match_info["id"], request.match_info["operation"]
+        if operation not in OPERATIONS:
+            return error(
+                404, "NotFound", f"no operation {operation!r}: use {', '.join(OPERATIONS)}"
+            )
+        body = await json_body(request, required=False)
+        if operation == "restart" and body.get("from_step") is not None:
+            await self._call(tenant, operation, instance_id, body["from_step"])
+        else:
+            await self._call(tenant, operation, instance_id)
+        status = await self._call(tenant, "status", instance_id)
+        return web.json_response({"tenant": tenant, "id": instance_id, **status})

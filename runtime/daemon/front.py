@@ -1,0 +1,176 @@
+"""The tenant front door: HTTP requests to tenants' `fetch`, and failures as typed HTTP answers.
+
+Host side, an aiohttp application on the daemon's event loop. `/<tenant>/<path>` reaches tenant
+`<tenant>` with the URL `http://<host>/<path>` (the tenant sees itself at the root); with a
+`domain` configured, a request whose Host is `<tenant>.<domain>` reaches it with its whole path.
+The header `X-Forwarded-Prefix` tells the tenant where it is mounted (`/<tenant>` or empty), so
+it can build its own links.
+Nothing here serves the control API: `/_/` and every other path that names no valid tenant is 404.
+
+Every failure stays with its request and its tenant:
+
+    body over max_body_bytes      413      unknown tenant        404
+    code does not compile         500 + the compile errors, module and line
+    tenant code raised            500 + the tenant's traceback lines (never the host's)
+    past the deadline             504      sandbox crashed      502
+    tenant busy / daemon closing  503
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from loader import CompileError
+from runtime.daemon.deployments import TENANT_ID, InvalidTenant
+from runtime.daemon.tenants import Tenants, UnknownTenant
+from runtime.errors import (
+    PoolBusy,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+    SupervisorClosed,
+    TenantError,
+)
+
+log = logging.getLogger("dynworkers.front")
+
+#: headers a tenant's response may not set: aiohttp frames the body itself
+HOP_BY_HOP = frozenset(
+    {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
+)
+#: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
+PREFIX_HEADER = "x-forwarded-prefix"
+DispatchObserver = Callable[[float, int], None]
+TenantErrorSink = Callable[[str, TenantError], None]
+
+
+def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": kind, "message": message, **extra}, status=status)
+
+
+def compile_errors(exc: CompileError) -> list[dict[str, Any]]:
+    return [
+        {"module": module, "line": line, "message": message} for module, line, message in exc.errors
+    ]
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        tenants: Tenants,
+        max_body_bytes: int,
+        domain: str = "",
+        observe: DispatchObserver | None = None,
+        tenant_error: TenantErrorSink | None = None,
+    ) -> None:
+        self.tenants = tenants
+        self.max_body_bytes = max_body_bytes
+        self.domain = domain
+        self.observe = observe
+        self.tenant_error = tenant_error
+        self.in_flight = 0
+
+    def app(self) -> web.Application:
+        # client_max_size: aiohttp refuses a larger body itself; `handle` words the 413.
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_route("*", "/{path:.*}", self.handle)
+        return app
+
+    def route(self, request: web.Request) -> tuple[str | None, str, str]:
+        """(tenant, path the tenant sees, prefix it is mounted at) for a request."""
+        if self.domain:
+            host = (request.host or "").split(":", 1)[0].lower()
+            suffix = "." + self.domain
+            if host.endswith(suffix):
+                return host.removesuffix(suffix), request.raw_path, ""
+        raw = request.raw_path
+        tenant, _, rest = raw[1:].partition("/")
+        tenant, query_mark, query = tenant.partition("?")
+        if query_mark:  # "/acme?x=1": the tenant's root with a query
+            return tenant, "/?" + query, "/" + tenant
+        return tenant, "/" + rest, "/" + tenant
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            response = await self._answer(request)
+        finally:
+            self.in_flight -= 1
+        if self.observe is not None:
+            self.observe(time.perf_counter() - started, response.status)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        tenant, path, prefix = self.route(request)
+        if not tenant or not TENANT_ID.match(tenant):
+            return error(
+                404,
+                "UnknownTenant",
+                f"{request.path!r} names no tenant: send requests to /<tenant>/<path>",
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(
+                413,
+                "BodyTooLarge",
+                f"the request body is over the limit of {self.max_body_bytes} bytes "
+                "(max_body_bytes in the daemon's config)",
+            )
+        url = f"{request.scheme}://{request.host}{path}"
+        headers = CIMultiDict(request.headers)
+        headers[PREFIX_HEADER] = prefix  # where the tenant is mounted, for its own links
+        return await self._dispatch(tenant, request.method, url, headers, body)
+
+    async def _dispatch(
+        self, tenant: str, method: str, url: str, headers: Any, body: bytes
+    ) -> web.StreamResponse:
+        try:
+            stub = await self.tenants.stub(tenant)
+            reply = await stub.fetch(url, method=method, headers=headers, body=body)
+        except UnknownTenant as exc:
+            return error(404, "UnknownTenant", str(exc), tenant=tenant)
+        except InvalidTenant as exc:
+            return error(404, "UnknownTenant", str(exc), tenant=tenant)
+        except CompileError as exc:
+            return error(
+                500,
+                "CompileError",
+                f"tenant {tenant!r}'s code does not compile; deploy a fixed version",
+                tenant=tenant,
+                errors=compile_errors(exc),
+            )
+        except TenantError as exc:
+            if self.tenant_error is not None:
+                self.tenant_error(tenant, exc)
+            return error(
+                500,
+                exc.type_name,
+                exc.message,
+                tenant=tenant,
+                traceback=exc.traceback,
+            )
+        except SandboxTimeout as exc:
+            return error(504, "DeadlineExceeded", str(exc), tenant=tenant)
+        except SandboxCrashed as exc:
+            return error(502, "SandboxCrashed", str(exc), tenant=tenant, reason=exc.reason)
+        except SandboxError as exc:
+            return error(502, type(exc).__name__, str(exc), tenant=tenant)
+        except PoolBusy as exc:
+            answer = error(503, "Busy", str(exc), tenant=tenant)
+            answer.headers["Retry-After"] = "1"
+            return answer
+        except SupervisorClosed as exc:
+            return error(503, "ShuttingDown", str(exc))
+        response = web.Response(status=reply.status, body=reply.body)
+        for name, value in reply.headers.items():
+            if name.lower() not in HOP_BY_HOP:
+                response.headers[name] = value
+        return response

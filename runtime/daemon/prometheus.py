@@ -1,0 +1,312 @@
+"""The daemon's Prometheus metrics: what `GET /metrics` answers.
+
+Host side, on the daemon's event loop. `DaemonMetrics` owns one `CollectorRegistry` of its own
+(never the process-wide default: one process may run several daemons, as the tests do).
+
+Two kinds of figures:
+- latencies are histograms fed as things happen: boot latency from the pool's observers ("boot"
+  for a cold start, "ready.warm" from `Supervisor.invoke`), dispatch latency from the front door
+  (`observe_dispatch`), step durations from `engine.step_observers`;
+- counts the supervisor and the engine already keep (starts, evictions, pool occupancy, memory,
+  instances by status) are read at scrape time: `render()` gathers them (the store query and the
+  /proc reads off the loop's thread), then a collector yields them while the text is generated.
+
+Failures: a sandbox that exited between listing and measuring is left out; a supervisor or
+engine that is closed or not started contributes nothing. Rendering never raises for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from engine.errors import EngineError
+from runtime.errors import SupervisorClosed
+from runtime.metrics import EVICTION_REASONS
+
+if TYPE_CHECKING:
+    from engine import Engine
+    from runtime.supervisor import Supervisor
+
+#: 100 µs (a warm turn) to 10 s (a boot that waited for a busy zygote)
+BOOT_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: 250 µs (a warm call that does nothing) to a minute (past most deadlines)
+DISPATCH_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+#: 1 ms to the default step timeout (10 minutes)
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+#: status classes present from the start, so rates exist before the first error
+CODES = ("2xx", "4xx", "5xx")
+STEP_OUTCOMES = ("complete", "failed", "retry")
+
+
+def status_class(status: int) -> str:
+    """ "2xx" for 200..299, and so on; "other" outside 100..599."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+@dataclass
+class _Scrape:
+    """Figures read at scrape time; a section is None when its owner is not running."""
+
+    cold: int = 0
+    warm: int = 0
+    rehydrations: int = 0
+    boots: int = 0
+    boot_failures: int = 0
+    evictions: dict[str, int] = field(default_factory=dict)
+    pool: tuple[int, int, int, int] | None = None  # sandboxes, capacity, spares, booting
+    memory: list[tuple[str, int]] = field(default_factory=list)  # (tenant, RSS bytes)
+    instances: dict[str, int] | None = None
+    engine: tuple[int, int, int] | None = None  # running, ready, hibernating
+
+
+def _resident(sandboxes: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(tenant, RSS) of each sandbox still there; runs in a worker thread."""
+    found = []
+    for tenant, pid in sandboxes:
+        try:
+            found.append((tenant, int(psutil.Process(pid).memory_info().rss)))
+        except psutil.Error:
+            continue  # exited (or became unreadable) since it was listed
+    return found
+
+
+class _ScrapeCollector:
+    """Yields the figures `render()` gathered, while the registry generates the text."""
+
+    def __init__(self) -> None:
+        self.scrape: _Scrape | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.scrape
+        if s is None:  # generate_latest called outside render(): nothing gathered
+            return
+        yield _counter("cold_starts", "Cold starts: a spare specialised for a tenant.", s.cold)
+        yield _counter("warm_starts", "Calls that found their tenant's sandbox live.", s.warm)
+        yield _counter(
+            "rehydrations", "Cold starts of a tenant that had a sandbox before.", s.rehydrations
+        )
+        yield _counter("sandbox_boots", "Blank sandboxes forked and confined.", s.boots)
+        yield _counter("sandbox_boot_failures", "Sandboxes that failed to boot.", s.boot_failures)
+        evictions = CounterMetricFamily(
+            "dynworkers_evictions",
+            "Sandboxes ended by the supervisor, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in s.evictions.items():
+            evictions.add_metric([reason], count)
+        yield evictions
+        if s.pool is not None:
+            sandboxes, capacity, spares, booting = s.pool
+            yield _gauge("pool_sandboxes", "Sandboxes specialised for a tenant.", sandboxes)
+            yield _gauge("pool_capacity", "Most sandboxes specialised at once.", capacity)
+            yield _gauge("pool_spares", "Blank sandboxes ready for a cold start.", spares)
+            yield _gauge("pool_booting", "Sandboxes booting now.", booting)
+            memory = GaugeMetricFamily(
+                "dynworkers_tenant_memory_bytes",
+                "Resident memory of each tenant's sandbox.",
+                labels=["tenant"],
+            )
+            for tenant, rss in s.memory:
+                memory.add_metric([tenant], rss)
+            yield memory
+        if s.instances is not None:
+            instances = GaugeMetricFamily(
+                "dynworkers_workflow_instances",
+                "Workflow instances by status.",
+                labels=["status"],
+            )
+            for status, count in s.instances.items():
+                instances.add_metric([status], count)
+            yield instances
+        if s.engine is not None:
+            running, ready, hibernating = s.engine
+            yield _gauge("engine_running", "Workflow wake-ups running now.", running)
+            yield _gauge("engine_ready", "Workflow instances ready, waiting for a slot.", ready)
+            yield _gauge(
+                "engine_hibernating", "Workflow instances waiting on a timer.", hibernating
+            )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"dynworkers_{name}", documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"dynworkers_{name}", documentation, value=value)
+
+
+class DaemonMetrics:
+    def __init__(self, supervisor: Supervisor, engine: Engine | None = None) -> None:
+        self.supervisor = supervisor
+        self.engine = engine
+        self.registry = CollectorRegistry()
+        boot = Histogram(
+            "dynworkers_boot_latency_seconds",
+            "Time from needing a sandbox to the sandbox being ready for the tenant's call.",
+            ["start"],
+            registry=self.registry,
+            buckets=BOOT_BUCKETS,
+        )
+        self._cold = boot.labels(start="cold")
+        self._warm = boot.labels(start="warm")
+        self._dispatch = Histogram(
+            "dynworkers_dispatch_seconds",
+            "Time to answer a tenant request at the front door, by status class.",
+            ["code"],
+            registry=self.registry,
+            buckets=DISPATCH_BUCKETS,
+        )
+        self._requests = Counter(
+            "dynworkers_requests",
+            "Tenant requests answered, by status class.",
+            ["code"],
+            registry=self.registry,
+        )
+        self._codes = {code: self._code(code) for code in CODES}
+        self._steps = Histogram(
+            "dynworkers_workflow_step_seconds",
+            "Duration of a workflow step attempt, from its start to its outcome.",
+            ["outcome"],
+            registry=self.registry,
+            buckets=STEP_BUCKETS,
+        )
+        self._outcomes = {outcome: self._steps.labels(outcome=outcome) for outcome in STEP_OUTCOMES}
+        self._collector = _ScrapeCollector()
+        self.registry.register(self._collector)
+        self._started = False
+
+    # --- observers -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen to the pool's boots and warm turns, and the engine's step attempts."""
+        if self._started:
+            return
+        self._started = True
+        self.supervisor.metrics.observers.append(self._observe_pool)
+        if self.engine is not None:
+            self.engine.step_observers.append(self._observe_step)
+
+    def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._observe_pool in self.supervisor.metrics.observers:
+            self.supervisor.metrics.observers.remove(self._observe_pool)
+        if self.engine is not None and self._observe_step in self.engine.step_observers:
+            self.engine.step_observers.remove(self._observe_step)
+
+    def _observe_pool(self, event: str, tenant: str, value: float) -> None:
+        if event == "ready.warm":
+            self._warm.observe(value)
+        elif event == "boot":
+            self._cold.observe(value)
+
+    def _observe_step(self, tenant: str, outcome: str, seconds: float) -> None:
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self._steps.labels(outcome=outcome)
+        child.observe(seconds)
+
+    def _code(self, code: str) -> tuple[Histogram, Counter]:
+        return self._dispatch.labels(code=code), self._requests.labels(code=code)
+
+    def observe_dispatch(self, seconds: float, status: int) -> None:
+        """One tenant request answered by the front door with `status`, in `seconds`."""
+        code = status_class(status)
+        children = self._codes.get(code)
+        if children is None:
+            children = self._codes[code] = self._code(code)
+        children[0].observe(seconds)
+        children[1].inc()
+
+    # --- scraping --------------------------------------------------------------------------------
+
+    async def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for `GET /metrics`."""
+        scrape = await self._gather()
+        # No await between here and the text: a concurrent scrape cannot swap the figures.
+        self._collector.scrape = scrape
+        try:
+            body = generate_latest(self.registry)
+        finally:
+            self._collector.scrape = None
+        return body, CONTENT_TYPE_LATEST
+
+    async def _gather(self) -> _Scrape:
+        counts = self.supervisor.metrics
+        scrape = _Scrape(
+            cold=counts.cold,
+            warm=counts.warm,
+            rehydrations=counts.rehydrations,
+            boots=counts.boots,
+            boot_failures=counts.boot_failures,
+            evictions={reason: counts.evictions.get(reason, 0) for reason in EVICTION_REASONS},
+        )
+        for reason, count in counts.evictions.items():  # a reason added since: shown, not lost
+            scrape.evictions.setdefault(reason, count)
+        try:
+            pool = self.supervisor.pool
+        except SupervisorClosed:
+            pool = None
+        if pool is not None:
+            scrape.pool = (len(pool.active), pool.max_sandboxes, len(pool.spares), pool.booting)
+            listed = [(t, h.pid) for t, h in pool.active.items() if h.alive and h.pid]
+            if listed:  # /proc reads off the loop: a large pool must not stall requests
+                scrape.memory = await asyncio.to_thread(_resident, listed)
+        engine = self.engine
+        if engine is not None and engine.started and not engine.closed:
+            stats = engine.stats()
+            scrape.engine = (stats["running"], stats["ready"], stats["hibernating"])
+            try:
+                scrape.instances = await engine.count_instances()
+            except EngineError:
+                scrape.instances = None  # closed meanwhile, or the store failed: left out
+        return scrape

@@ -1,0 +1,225 @@
+"""Tenants: from a tenant id to a loaded worker, for requests and for workflow wake-ups.
+
+Host side, on the daemon's event loop. Each tenant is one worker whose id is the tenant id (so its
+KV and its sandbox stay its own across deploys) with `env.KV` and `env.WORKFLOWS` by default.
+Its code comes from the deployments (the code directory and the control API) or, when the config
+names one, from a trusted dispatcher module with `load(tenant_id) -> WorkerCode | None`, which
+also decides the tenant's bindings (it may take a second argument, `HostBindings`, to grant the
+defaults). Its workflow instances run its `TenantWorkflow` class (or the class named by
+`entrypoint` in the binding's metadata).
+
+Errors: `UnknownTenant` (404), `loader.CompileError` (the tenant's code does not compile; the
+version served before, if any, keeps serving), `InvalidTenant`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import logging
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from engine import Engine, wrap_workflow_binding
+from loader import CompileError, WorkerCode, compile_worker
+from loader.stub import EntrypointStub, WorkerStub
+from runtime.daemon.config import DaemonConfig
+from runtime.daemon.deployments import Deployments, InvalidTenant, Version, check_tenant_id
+from runtime.errors import DynworkersError
+from runtime.supervisor import Supervisor
+
+log = logging.getLogger("dynworkers.tenants")
+
+WORKFLOW_CLASS = "TenantWorkflow"
+KV_NAMESPACE = "kv"
+
+
+class UnknownTenant(DynworkersError, LookupError):
+    """No code is deployed for this tenant id."""
+
+
+class HostBindings:
+    """What a dispatcher module's `load(tenant_id, host)` may grant a tenant."""
+
+    def __init__(self, supervisor: Supervisor, engine: Engine) -> None:
+        self._supervisor = supervisor
+        self._engine = engine
+
+    def kv(self, namespace: str = KV_NAMESPACE) -> Any:
+        return self._supervisor.kv(namespace)
+
+    def workflows(self, tenant_id: str, **metadata: Any) -> Any:
+        return wrap_workflow_binding({**metadata, "tenant_id": tenant_id}, engine=self._engine)
+
+    def default_env(self, tenant_id: str) -> dict[str, Any]:
+        """`env.KV` and `env.WORKFLOWS`, as every code-directory tenant gets them."""
+        return {"KV": self.kv(), "WORKFLOWS": self.workflows(tenant_id)}
+
+
+def import_dispatcher(name: str) -> ModuleType:
+    """`package.module` from sys.path, or a path to a .py file."""
+    try:
+        if name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("dynworkers_dispatcher", name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(name)
+    except (ImportError, OSError) as exc:
+        raise InvalidTenant(f"dispatcher module {name!r} cannot be imported: {exc}") from None
+    if not callable(getattr(module, "load", None)):
+        raise InvalidTenant(f"dispatcher module {name!r} has no load(tenant_id) function")
+    return module
+
+
+class Tenants:
+    def __init__(self, supervisor: Supervisor, engine: Engine, config: DaemonConfig) -> None:
+        self.supervisor = supervisor
+        self.engine = engine
+        self.host = HostBindings(supervisor, engine)
+        self.deployments = Deployments(
+            Path(config.state_dir), Path(config.tenants) if config.tenants else None
+        )
+        self.dispatcher: ModuleType | None = None
+        self.configure(config)
+        #: tenants whose current code does not compile: (version, error), answered at once
+        self.broken: dict[str, tuple[str, CompileError]] = {}
+
+    def configure(self, config: DaemonConfig) -> None:
+        self.deployments.directory = Path(config.tenants) if config.tenants else None
+        self.dispatcher = import_dispatcher(config.dispatcher) if config.dispatcher else None
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    async def stub(self, tenant: str) -> WorkerStub:
+        stub = self.supervisor.loader.workers.get(tenant)
+        if stub is not None:  # the warm path: no checks beyond the loader's own cache
+            return stub
+        check_tenant_id(tenant)
+        if self.dispatcher is not None:
+            return await self.supervisor.loader.get(tenant, lambda: self._dispatch(tenant))
+        version = self.deployments.current.get(tenant)
+        if version is None:
+            raise UnknownTenant(
+                f"no tenant {tenant!r} is deployed: add {tenant}/main.py to the code directory "
+                f"or PUT /_/tenants/{tenant}"
+            )
+        broken = self.broken.get(tenant)
+        if broken is not None and broken[0] == version.version:
+            raise broken[1]
+        try:
+            return await self.supervisor.loader.get(tenant, lambda: self.worker_code(version))
+        except CompileError as exc:
+            self.broken[tenant] = (version.version, exc)
+            raise
+
+    def worker_code(self, version: Version) -> WorkerCode:
+        return WorkerCode(
+            version.main_module, version.modules, env=self.host.default_env(version.tenant)
+        )
+
+    async def _dispatch(self, tenant: str) -> WorkerCode:
+        assert self.dispatcher is not None
+        load = self.dispatcher.load
+        takes_host = len(inspect.signature(load).parameters) >= 2
+        code = load(tenant, self.host) if takes_host else load(tenant)
+        if inspect.isawaitable(code):
+            code = await code
+        if code is None:
+            raise UnknownTenant(f"the dispatcher has no tenant {tenant!r}")
+        if not isinstance(code, WorkerCode):
+            raise InvalidTenant(
+                f"the dispatcher's load({tenant!r}) returned {type(code).__name__}, "
+                "not a WorkerCode"
+            )
+        return code
+
+    async def load_runner(self, metadata: Any, env: Any, ctx: Any) -> EntrypointStub:
+        """The dynamic workflow's loader: the tenant's current code, its workflow class."""
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("tenant_id"), str):
+            raise InvalidTenant(f"workflow metadata {metadata!r} names no tenant_id")
+        stub = await self.stub(metadata["tenant_id"])
+        return stub.get_entrypoint(str(metadata.get("entrypoint") or WORKFLOW_CLASS))
+
+    # --- deploying -------------------------------------------------------------------------------
+
+    def _refuse_with_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            raise InvalidTenant(
+                f"tenant code comes from the dispatcher module {self.dispatcher.__name__!r}; "
+                "deploy through it, or remove `dispatcher` from the config"
+            )
+
+    async def _compile(self, version: Version) -> None:
+        """Compile off the loop; CompileError lists every error with module and line."""
+        await asyncio.to_thread(
+            compile_worker,
+            version.tenant,
+            self.worker_code(version),
+            self.supervisor.config.policy,
+            self.supervisor.cache,
+        )
+
+    async def deploy(
+        self, tenant: str, modules: dict[str, str], main_module: str | None = None
+    ) -> tuple[Version, bool]:
+        """Compile and serve a new version; a compile error leaves the served one in place."""
+        self._refuse_with_dispatcher()
+        version = self.deployments.prepare(tenant, modules, main_module, "api")
+        await self._compile(version)
+        changed = self.deployments.activate(version)
+        if changed:
+            self._forget(tenant)
+        return version, changed
+
+    def _forget(self, tenant: str) -> None:
+        self.broken.pop(tenant, None)
+        self.supervisor.loader.forget(tenant)
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Read the code directory again: deploy what changed, drop tenants whose directory is
+        gone. A tenant whose new code fails to compile keeps its old version (or, new, is
+        answered with its compile errors)."""
+        if self.dispatcher is not None:
+            for tenant in list(self.supervisor.loader.workers):
+                self._forget(tenant)
+            return {"deployed": [], "failed": [], "removed": []}
+        changed, gone = self.deployments.scan()
+        report: dict[str, list[str]] = {"deployed": [], "failed": [], "removed": gone}
+        for version in changed:
+            try:
+                await self._compile(version)
+            except CompileError as exc:
+                log.error(
+                    "tenant %r: the code directory's version %s does not compile:\n%s",
+                    version.tenant,
+                    version.version,
+                    exc,
+                )
+                report["failed"].append(version.tenant)
+                if version.tenant not in self.deployments.current:
+                    self.broken[version.tenant] = (version.version, exc)
+                    self.deployments.current[version.tenant] = version  # answered with its errors
+                continue
+            if self.deployments.activate(version):
+                self._forget(version.tenant)
+                report["deployed"].append(version.tenant)
+        for tenant in gone:
+            self.deployments.remove(tenant)
+            self._forget(tenant)
+        return report
+
+    def list(self) -> list[dict[str, Any]]:
+        tenants = []
+        for tenant, version in sorted(self.deployments.current.items()):
+            entry = {"tenant": tenant, **version.describe()}
+            broken = self.broken.get(tenant)
+            entry["compiles"] = broken is None or broken[0] != version.version
+            entry["sandbox_pid"] = self.supervisor.sandbox_pid(tenant)
+            tenants.append(entry)
+        return tenants
