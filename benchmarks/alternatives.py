@@ -124,6 +124,7 @@ def in_process(samples: int) -> dict[str, dict[str, Any]]:
 
     policy = Policy.default()
     code = compile_module(HANDLER_SRC, "main.py", policy)
+
     def no_fetch(*args: Any, **kwargs: Any) -> workers.Response:
         raise workers.FetchError("the lower-bound handler has no outbound access")
 

@@ -213,10 +213,19 @@ async def throughput(steps: int, concurrency: int, count: int, tenants: int) -> 
             elapsed = time.perf_counter() - t0
             commits = engine.store.commits
     summary = summarize(latencies)
-    return {"steps": steps, "concurrency": concurrency, "tenants": tenants, "count": count,
-            "seconds": elapsed, "per_second": count / elapsed, "mean_ms": elapsed * 1e3 / count,
-            "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"],
-            "latency": summary, "store_commits": commits}
+    return {
+        "steps": steps,
+        "concurrency": concurrency,
+        "tenants": tenants,
+        "count": count,
+        "seconds": elapsed,
+        "per_second": count / elapsed,
+        "mean_ms": elapsed * 1e3 / count,
+        "p50_ms": summary["p50_ms"],
+        "p99_ms": summary["p99_ms"],
+        "latency": summary,
+        "store_commits": commits,
+    }
 
 
 def _query(state_dir: str, sql: str) -> list[tuple[Any, ...]]:
@@ -250,8 +259,12 @@ async def _recovery_phase2(state_dir: str, count: int) -> dict[str, Any]:
         launched = time.perf_counter() - t0
         await probe.all_finished(count)
         seconds = time.perf_counter() - t0
-        return {"seconds": seconds, "launch_seconds": launched, "stats": engine.stats(),
-                "finished": len(probe.finished)}
+        return {
+            "seconds": seconds,
+            "launch_seconds": launched,
+            "stats": engine.stats(),
+            "finished": len(probe.finished),
+        }
 
 
 async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> dict[str, Any]:
@@ -274,22 +287,36 @@ async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> d
         hot: dict[str, float] = {}
         for row in await engine.hot_paths():
             hot[row["name"]] = hot.get(row["name"], 0.0) + row["count"]
-    return {"count": count, "tenants": tenants, "sleep_s": sleep_ms / 1000,
-            "create_seconds": created, "fill_seconds": fill, "peak_hibernating": peak,
-            "all_hibernating_at_once": peak >= count, "status_at_fill": at_fill,
-            "host_rss_before": rss_before, "host_rss_hibernating": rss_hibernating,
-            "host_bytes_per_instance": (rss_hibernating - rss_before) / count,
-            "sandboxes_rss_sum": sandboxes, "total_seconds": total,
-            "lateness": summarize(list(probe.lateness_ms.values())),
-            "engine_due_to_running_ms": stats["due_to_running_ms"], "hot_path_counts": hot}
+    return {
+        "count": count,
+        "tenants": tenants,
+        "sleep_s": sleep_ms / 1000,
+        "create_seconds": created,
+        "fill_seconds": fill,
+        "peak_hibernating": peak,
+        "all_hibernating_at_once": peak >= count,
+        "status_at_fill": at_fill,
+        "host_rss_before": rss_before,
+        "host_rss_hibernating": rss_hibernating,
+        "host_bytes_per_instance": (rss_hibernating - rss_before) / count,
+        "sandboxes_rss_sum": sandboxes,
+        "total_seconds": total,
+        "lateness": summarize(list(probe.lateness_ms.values())),
+        "engine_due_to_running_ms": stats["due_to_running_ms"],
+        "hot_path_counts": hot,
+    }
 
 
 @contextlib.contextmanager
 def _child(*args: str, timeout: float = TIMEOUT_S) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Run `python -m benchmarks.workflows ARGS`; yield (process, the JSON line it printed).
     On exit it is SIGKILLed with its descendants if still alive."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.workflows", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.workflows", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
@@ -334,17 +361,23 @@ def recovery(count: int, sleep_ms: int = 1000, tenants: int = TENANTS) -> dict[s
         t0 = time.perf_counter()
         with _child("--child-recovery-phase2", d, *args) as (proc, out):
             proc.wait(60.0)
-        out.update(process_seconds=time.perf_counter() - t0, count=count, tenants=tenants,
-                   sleep_s=sleep_ms / 1000, sandboxes_surviving_kill=survivors,
-                   after=_counts(d))
+        out.update(
+            process_seconds=time.perf_counter() - t0,
+            count=count,
+            tenants=tenants,
+            sleep_s=sleep_ms / 1000,
+            sandboxes_surviving_kill=survivors,
+            after=_counts(d),
+        )
     return out
 
 
 def waiting(count: int, sleep_s: float, tenants: int = TENANTS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wf-waiting-") as d:
         args = ("--count", str(count), "--sleep-ms", str(round(sleep_s * 1000)))
-        with _child("--child-waiting", d, *args, "--tenants", str(tenants),
-                    timeout=TIMEOUT_S + sleep_s) as (proc, out):
+        with _child(
+            "--child-waiting", d, *args, "--tenants", str(tenants), timeout=TIMEOUT_S + sleep_s
+        ) as (proc, out):
             proc.wait(60.0)
     return out
 
@@ -363,8 +396,11 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
     ref: dict[str, Any] = {}
     c = n["concurrency"]
     for steps in (0, 3):
-        for key, cc, t in [("sequential", 1, 1), (f"{c}_at_once_1_tenant", c, 1),
-                           (f"{c}_at_once_{TENANTS}_tenants", c, TENANTS)]:
+        for key, cc, t in [
+            ("sequential", 1, 1),
+            (f"{c}_at_once_1_tenant", c, 1),
+            (f"{c}_at_once_{TENANTS}_tenants", c, TENANTS),
+        ]:
             coroutine = throughput(steps, cc, n["count"], t)
             _section(dyn, f"{steps}_steps_{key}", asyncio.run, coroutine)
         for key, cc in [("sequential", 1), (f"{c}_at_once", c)]:
@@ -406,16 +442,27 @@ def table(report: dict[str, Any], c: int) -> str:
             (f"{c}_at_once_{TENANTS}_tenants", f"{c}_at_once", f"{c} at once, {TENANTS} tenants"),
         ]:
             d, r = dyn.get(f"{steps}_steps_{key}", {}), ref.get(f"{steps}_steps_{rkey}", {})
-            for field, suffix, unit in [("per_second", "", " wf/s"), ("p50_ms", " p50", " ms"),
-                                        ("p99_ms", " p99", " ms")]:
+            for field, suffix, unit in [
+                ("per_second", "", " wf/s"),
+                ("p50_ms", " p50", " ms"),
+                ("p99_ms", " p99", " ms"),
+            ]:
                 rows.append((f"{steps} steps, {label}{suffix}", d.get(field), r.get(field), unit))
     dr, rr, w = dyn.get("recovery", {}), ref.get("recovery", {}), dyn.get("waiting", {})
     rows += [
         ("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"),
-        ("per-step overhead (from p50s)", dyn.get("per_step_us_from_p50"),
-         ref.get("per_step_us_from_p50"), " us"),
-        (f"recovery of {dr.get('count', '?')} after kill -9", dr.get("seconds"),
-         rr.get("seconds"), " s"),
+        (
+            "per-step overhead (from p50s)",
+            dyn.get("per_step_us_from_p50"),
+            ref.get("per_step_us_from_p50"),
+            " us",
+        ),
+        (
+            f"recovery of {dr.get('count', '?')} after kill -9",
+            dr.get("seconds"),
+            rr.get("seconds"),
+            " s",
+        ),
         ("  of which start", dr.get("launch_seconds"), rr.get("launch_seconds"), " s"),
     ]
     if "lateness" in w:
@@ -457,9 +504,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_main(args: argparse.Namespace) -> int:
     n = {k: getattr(args, k) or v for k, v in (QUICK if args.quick else FULL).items()}
     report: dict[str, Any] = {
-        "started": dt.datetime.now(dt.UTC).isoformat(), "quick": args.quick, "counts": n,
-        "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-        "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
+        "started": dt.datetime.now(dt.UTC).isoformat(),
+        "quick": args.quick,
+        "counts": n,
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
     }
     with contextlib.suppress(Exception):
         report["dbos_version"] = dbos._dbos_version()
