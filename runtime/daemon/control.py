@@ -43,7 +43,7 @@ from engine import (
 from loader import CompileError, InvalidWorkerCode
 from runtime.daemon.deployments import InvalidTenant, check_tenant_id
 from runtime.daemon.front import compile_errors, error
-from runtime.daemon.tenants import UnknownTenant
+from runtime.daemon.tenants import DeployRefused, UnknownTenant
 
 if TYPE_CHECKING:
     from runtime.daemon.server import Daemon
@@ -138,7 +138,7 @@ class ControlAPI:
             return error(404, "UnknownTenant", str(exc))
         except InstanceNotFound as exc:
             return error(404, "InstanceNotFound", str(exc))
-        except (InvalidTransition, InstanceExists) as exc:
+        except (InvalidTransition, InstanceExists, DeployRefused) as exc:
             return error(409, type(exc).__name__, str(exc))
         except CompileError as exc:
             return error(
@@ -200,11 +200,11 @@ class ControlAPI:
 
     async def tenant_history(self, request: web.Request) -> web.Response:
         tenant = self._known(request)
-        current = self.daemon.tenants.deployments.current[tenant]
+        current = self.daemon.tenants.deployments.current.get(tenant)
         return web.json_response(
             {
                 "tenant": tenant,
-                "current": current.version,
+                "current": current.version if current is not None else None,
                 "deployments": self.daemon.tenants.deployments.history(tenant),
             }
         )

@@ -169,6 +169,9 @@ class FrontDoor:
             return answer
         except SupervisorClosed as exc:
             return error(503, "ShuttingDown", str(exc))
+        except Exception as exc:  # the host's own fault (a dispatcher module's, say): logged here
+            log.exception("tenant %r: request failed in the host", tenant)
+            return error(500, "HostError", f"the host failed to serve tenant {tenant!r}: {exc}")
         response = web.Response(status=reply.status, body=reply.body)
         for name, value in reply.headers.items():
             if name.lower() not in HOP_BY_HOP:

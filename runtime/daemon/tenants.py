@@ -9,7 +9,8 @@ defaults). Its workflow instances run its `TenantWorkflow` class (or the class n
 `entrypoint` in the binding's metadata).
 
 Errors: `UnknownTenant` (404), `loader.CompileError` (the tenant's code does not compile; the
-version served before, if any, keeps serving), `InvalidTenant`.
+version served before, if any, keeps serving), `InvalidTenant`, `DeployRefused` (a dispatcher
+module owns the code).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ KV_NAMESPACE = "kv"
 
 class UnknownTenant(DynworkersError, LookupError):
     """No code is deployed for this tenant id."""
+
+
+class DeployRefused(DynworkersError):
+    """Code cannot be deployed through the daemon: a dispatcher module is its source."""
 
 
 class HostBindings:
@@ -86,6 +91,7 @@ class Tenants:
             Path(config.state_dir), Path(config.tenants) if config.tenants else None
         )
         self.dispatcher: ModuleType | None = None
+        self.dispatcher_name = ""
         self.configure(config)
         #: tenants whose current code does not compile: (version, error), answered at once
         self.broken: dict[str, tuple[str, CompileError]] = {}
@@ -93,6 +99,7 @@ class Tenants:
     def configure(self, config: DaemonConfig) -> None:
         self.deployments.directory = Path(config.tenants) if config.tenants else None
         self.dispatcher = import_dispatcher(config.dispatcher) if config.dispatcher else None
+        self.dispatcher_name = config.dispatcher
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -150,8 +157,8 @@ class Tenants:
 
     def _refuse_with_dispatcher(self) -> None:
         if self.dispatcher is not None:
-            raise InvalidTenant(
-                f"tenant code comes from the dispatcher module {self.dispatcher.__name__!r}; "
+            raise DeployRefused(
+                f"tenant code comes from the dispatcher module {self.dispatcher_name!r}; "
                 "deploy through it, or remove `dispatcher` from the config"
             )
 

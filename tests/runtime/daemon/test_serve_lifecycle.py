@@ -152,3 +152,42 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
         assert missing.returncode == 1 and "no workflow instance" in missing.stderr
     finally:
         assert daemon.stop() == 0
+
+
+DISPATCHER = (
+    """
+from loader import Limits, WorkerCode
+
+SOURCES = {"alpha": %r}
+
+
+def load(tenant_id, host):
+    if tenant_id == "wrong":
+        return "not a WorkerCode"
+    source = SOURCES.get(tenant_id)
+    if source is None:
+        return None
+    return WorkerCode("main", {"main": source}, env=host.default_env(tenant_id),
+                      limits=Limits(deadline=5))
+"""
+    % programs.NAPPER
+)
+
+
+def test_a_dispatcher_module_is_the_only_source_of_tenant_code(tmp_path: Path) -> None:
+    module = tmp_path / "platform_dispatcher.py"
+    module.write_text(DISPATCHER)
+    daemon = DaemonProcess(tmp_path, dispatcher=str(module))
+    write_tenant(daemon.tenants, "beta", main=programs.ECHO)  # ignored: the dispatcher decides
+    daemon.start()
+    try:
+        created = daemon.post("/alpha/", {"n": 1, "nap": "1 second"}).json()
+        assert daemon.wait_for("alpha", created["id"], "complete")["output"] == {"first": 2}
+        assert daemon.get("/beta/").status == 404
+        wrong = daemon.get("/wrong/")
+        assert wrong.status == 404 and "not a WorkerCode" in wrong.json()["message"]
+        put = daemon.api("PUT", "/_/tenants/alpha", {"modules": {"main": programs.ECHO}})
+        assert put.status == 409 and str(module) in put.json()["message"]
+        assert daemon.get("/alpha/").status == 200  # unaffected by the refusals
+    finally:
+        assert daemon.stop() == 0
