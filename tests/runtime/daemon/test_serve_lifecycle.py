@@ -154,11 +154,10 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
         assert daemon.stop() == 0
 
 
-DISPATCHER = (
-    """
+DISPATCHER = """
 from loader import Limits, WorkerCode
 
-SOURCES = {"alpha": %r}
+SOURCES = {"alpha": SOURCE}
 
 
 def load(tenant_id, host):
@@ -169,9 +168,7 @@ def load(tenant_id, host):
         return None
     return WorkerCode("main", {"main": source}, env=host.default_env(tenant_id),
                       limits=Limits(deadline=5))
-"""
-    % programs.NAPPER
-)
+""".replace("SOURCE", repr(programs.NAPPER))
 
 
 def test_a_dispatcher_module_is_the_only_source_of_tenant_code(tmp_path: Path) -> None:
