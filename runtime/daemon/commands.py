@@ -24,6 +24,7 @@ from typing import Any
 from runtime.daemon.client import ControlClient, ControlError
 from runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from runtime.daemon.deployments import read_directory
+from runtime.errors import DynworkersError
 
 SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port")
 
@@ -117,7 +118,12 @@ def serve(args: argparse.Namespace) -> int:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("dynworkers").setLevel(config.log_level.upper())
-    return asyncio.run(Daemon(config, read).run())
+    try:
+        daemon = Daemon(config, read)
+    except DynworkersError as exc:
+        print(f"dynworkers: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(daemon.run())
 
 
 # --- the control API's wrappers ------------------------------------------------------------------

@@ -75,8 +75,10 @@ def import_dispatcher(name: str) -> ModuleType:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(name)
-    except (ImportError, OSError) as exc:
-        raise InvalidTenant(f"dispatcher module {name!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # trusted host code, but a typo in it must not read as a crash
+        raise InvalidTenant(
+            f"dispatcher module {name!r} cannot be imported: {type(exc).__name__}: {exc}"
+        ) from None
     if not callable(getattr(module, "load", None)):
         raise InvalidTenant(f"dispatcher module {name!r} has no load(tenant_id) function")
     return module

@@ -157,7 +157,7 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
 DISPATCHER = """
 from loader import Limits, WorkerCode
 
-SOURCES = {"alpha": SOURCE}
+SOURCES = {"alpha": TENANT_SOURCE}
 
 
 def load(tenant_id, host):
@@ -168,7 +168,7 @@ def load(tenant_id, host):
         return None
     return WorkerCode("main", {"main": source}, env=host.default_env(tenant_id),
                       limits=Limits(deadline=5))
-""".replace("SOURCE", repr(programs.NAPPER))
+""".replace("TENANT_SOURCE", repr(programs.NAPPER))
 
 
 def test_a_dispatcher_module_is_the_only_source_of_tenant_code(tmp_path: Path) -> None:
@@ -188,3 +188,20 @@ def test_a_dispatcher_module_is_the_only_source_of_tenant_code(tmp_path: Path) -
         assert daemon.get("/alpha/").status == 200  # unaffected by the refusals
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_broken_dispatcher_module_stops_the_start_with_its_error(tmp_path: Path) -> None:
+    module = tmp_path / "typo.py"
+    module.write_text("def load(tenant_id:\n")
+    daemon = DaemonProcess(tmp_path, dispatcher=str(module))
+    with pytest.raises(AssertionError, match="exited 2"):
+        daemon.start(timeout=20)
+    assert "dispatcher module" in daemon.log() and "SyntaxError" in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
+def test_an_unknown_setting_stops_the_start_naming_it(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, spaers=2)
+    with pytest.raises(AssertionError, match="exited 2"):
+        daemon.start(timeout=20)
+    assert "unknown setting 'spaers'" in daemon.log() and "DYNWORKERS_SPAERS" in daemon.log()
