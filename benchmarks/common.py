@@ -9,7 +9,11 @@ samples p99 is the maximum.
 from __future__ import annotations
 
 import math
+import subprocess
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The trivial handler every row runs: a module-level fetch that returns "ok".
 HANDLER_SRC = (
@@ -53,3 +57,13 @@ def fmt_bytes(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value / (1 << 20):.2f} MiB"
+
+
+def git(*args: str) -> str:
+    """`git <args>` in the repository, for the environment section of a result ("" on failure)."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""

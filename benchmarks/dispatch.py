@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fmt_bytes, fmt_ms
+from benchmarks.common import fmt_bytes, fmt_ms, git
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -70,14 +69,6 @@ SUPERVISOR = {"spares": 4, "max_sandboxes": 128, "idle_ttl": 3600}
 
 
 def _environment(quick: bool, counts: dict[str, int]) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
     return {
         "time_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": quick,
