@@ -40,45 +40,21 @@ if TYPE_CHECKING:
     from engine import Engine
     from runtime.supervisor import Supervisor
 
+
+def _steps(low: float, high: float) -> tuple[float, ...]:
+    """Bucket bounds in 1-2.5-5 steps per decade, from `low` to `high` inclusive."""
+    bounds: list[float] = []
+    decade = low
+    while decade <= high:
+        bounds.extend(b for b in (decade, decade * 2.5, decade * 5) if b <= high * 1.0001)
+        decade *= 10
+    return tuple(round(b, 6) for b in bounds)
+
+
 #: 100 µs (a warm turn) to 10 s (a boot that waited for a busy zygote)
-BOOT_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+BOOT_BUCKETS = _steps(0.0001, 10.0)
 #: 250 µs (a warm call that does nothing) to a minute (past most deadlines)
-DISPATCH_BUCKETS = (
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+DISPATCH_BUCKETS = (*BOOT_BUCKETS[1:], 30.0, 60.0)
 #: 1 ms to the default step timeout (10 minutes)
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 #: status classes present from the start, so rates exist before the first error
