@@ -88,6 +88,12 @@ def test_sighup_reloads_the_code_directory_and_keeps_a_working_version(tmp_path:
         write_tenant(daemon.tenants, "app", main=programs.BROKEN)
         reload_and_wait("version two")  # the broken version did not replace it
         assert "does not compile" in daemon.log()
+        routed = {"Host": "app.reloaded.test"}
+        assert daemon.get("/", headers=routed).status == 404
+        (daemon.root / "dynworkers.toml").write_text('domain = "reloaded.test"\nidle_ttl = 99.0\n')
+        reload_and_wait("version two")
+        assert daemon.get("/", headers=routed).body == b"version two"  # applied at once
+        assert "['idle_ttl'] changed and take effect at the next restart" in daemon.log()
     finally:
         assert daemon.stop() == 0
 
