@@ -9,7 +9,7 @@ from __future__ import annotations
 from runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from runtime.daemon.deployments import InvalidTenant
 from runtime.daemon.server import Daemon
-from runtime.daemon.tenants import HostBindings, UnknownTenant
+from runtime.daemon.tenants import DeployRefused, HostBindings, UnknownTenant
 
 __all__ = [
     # running
@@ -22,4 +22,5 @@ __all__ = [
     "ConfigError",
     "InvalidTenant",
     "UnknownTenant",
+    "DeployRefused",
 ]

@@ -135,9 +135,7 @@ class FrontDoor:
         try:
             stub = await self.tenants.stub(tenant)
             reply = await stub.fetch(url, method=method, headers=headers, body=body)
-        except UnknownTenant as exc:
-            return error(404, "UnknownTenant", str(exc), tenant=tenant)
-        except InvalidTenant as exc:
+        except (UnknownTenant, InvalidTenant) as exc:
             return error(404, "UnknownTenant", str(exc), tenant=tenant)
         except CompileError as exc:
             return error(

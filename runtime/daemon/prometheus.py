@@ -18,7 +18,7 @@ engine that is closed or not started contributes nothing. Rendering never raises
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -111,37 +111,34 @@ class _ScrapeCollector:
         )
         yield _counter("sandbox_boots", "Blank sandboxes forked and confined.", s.boots)
         yield _counter("sandbox_boot_failures", "Sandboxes that failed to boot.", s.boot_failures)
-        evictions = CounterMetricFamily(
-            "dynworkers_evictions",
+        yield _labelled(
+            CounterMetricFamily,
+            "evictions",
             "Sandboxes ended by the supervisor, by reason.",
-            labels=["reason"],
+            "reason",
+            s.evictions.items(),
         )
-        for reason, count in s.evictions.items():
-            evictions.add_metric([reason], count)
-        yield evictions
         if s.pool is not None:
             sandboxes, capacity, spares, booting = s.pool
             yield _gauge("pool_sandboxes", "Sandboxes specialised for a tenant.", sandboxes)
             yield _gauge("pool_capacity", "Most sandboxes specialised at once.", capacity)
             yield _gauge("pool_spares", "Blank sandboxes ready for a cold start.", spares)
             yield _gauge("pool_booting", "Sandboxes booting now.", booting)
-            memory = GaugeMetricFamily(
-                "dynworkers_tenant_memory_bytes",
+            yield _labelled(
+                GaugeMetricFamily,
+                "tenant_memory_bytes",
                 "Resident memory of each tenant's sandbox.",
-                labels=["tenant"],
+                "tenant",
+                s.memory,
             )
-            for tenant, rss in s.memory:
-                memory.add_metric([tenant], rss)
-            yield memory
         if s.instances is not None:
-            instances = GaugeMetricFamily(
-                "dynworkers_workflow_instances",
+            yield _labelled(
+                GaugeMetricFamily,
+                "workflow_instances",
                 "Workflow instances by status.",
-                labels=["status"],
+                "status",
+                s.instances.items(),
             )
-            for status, count in s.instances.items():
-                instances.add_metric([status], count)
-            yield instances
         if s.engine is not None:
             running, ready, hibernating = s.engine
             yield _gauge("engine_running", "Workflow wake-ups running now.", running)
@@ -149,6 +146,20 @@ class _ScrapeCollector:
             yield _gauge(
                 "engine_hibernating", "Workflow instances waiting on a timer.", hibernating
             )
+
+
+def _labelled(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Iterable[tuple[str, float]],
+) -> Metric:
+    """One metric family with one label, a sample per (label value, value)."""
+    metric = family(f"dynworkers_{name}", documentation, labels=[label])
+    for key, value in values:
+        metric.add_metric([key], value)
+    return metric
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

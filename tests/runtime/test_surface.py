@@ -82,6 +82,16 @@ SURFACES = {
         "MissingDispatcherMetadataError",
         "EngineClosed",
     },
+    "runtime.daemon": {
+        "Daemon",
+        "DaemonConfig",
+        "load_config",
+        "HostBindings",
+        "ConfigError",
+        "InvalidTenant",
+        "UnknownTenant",
+        "DeployRefused",
+    },
     "sandbox_policy": {
         "KNOWN_MODULES",
         "OsLimits",
