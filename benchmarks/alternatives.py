@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks.common import HANDLER_SRC, URL, summarize
+from dynworkers.benchmarks.common import HANDLER_SRC, URL, summarize
 
 #: Plain-Python stand-in for the `workers` module, then the handler exec'd as module "main".
 SHIM = (
@@ -117,10 +117,10 @@ def subprocess_per_request(samples: int) -> dict[str, Any]:
 
 
 def in_process(samples: int) -> dict[str, dict[str, Any]]:
-    from runtime.sandbox import workers
-    from sandbox_policy import Policy
-    from sandbox_policy.compiler import compile_module
-    from sandbox_policy.namespace import TenantNamespace
+    from dynworkers.runtime.sandbox import workers
+    from dynworkers.sandbox_policy import Policy
+    from dynworkers.sandbox_policy.compiler import compile_module
+    from dynworkers.sandbox_policy.namespace import TenantNamespace
 
     policy = Policy.default()
     code = compile_module(HANDLER_SRC, "main.py", policy)

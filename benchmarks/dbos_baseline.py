@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.common import percentile
+from dynworkers.benchmarks.common import percentile
 
 APP_NAME = "dynworkers-bench"
 CHILD_TIMEOUT_S = 900.0

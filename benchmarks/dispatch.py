@@ -1,6 +1,6 @@
 """Cold and warm dispatch benchmark of dynworkers, side by side with simpler alternatives.
 
-    python -m benchmarks.dispatch [--quick] [--out FILE.json]
+    python -m dynworkers.benchmarks.dispatch [--quick] [--out FILE.json]
 
 One run, one machine, one trivial handler (`benchmarks.common.HANDLER_SRC`, a module-level
 fetch returning "ok"). First, in one `Supervisor(spares=4, max_sandboxes=128, idle_ttl=3600)`
@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fmt_bytes, fmt_ms, git
+from dynworkers.benchmarks.common import fmt_bytes, fmt_ms, git
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -100,8 +100,8 @@ async def _section(results: dict[str, Any], name: str, run: Callable[[], Awaitab
 
 
 async def _run_dynworkers(counts: dict[str, int], results: dict[str, Any]) -> None:
-    from benchmarks import runtime_bench as rb
-    from runtime import Supervisor, SupervisorConfig
+    from dynworkers.benchmarks import runtime_bench as rb
+    from dynworkers.runtime import Supervisor, SupervisorConfig
 
     with tempfile.TemporaryDirectory(prefix="dw-bench-") as tmp:
         config = SupervisorConfig(state_dir=tmp, **SUPERVISOR)
@@ -126,7 +126,7 @@ async def _run_dynworkers(counts: dict[str, int], results: dict[str, Any]) -> No
 
 
 async def _run_alternatives(counts: dict[str, int], results: dict[str, Any]) -> None:
-    from benchmarks import alternatives as alt
+    from dynworkers.benchmarks import alternatives as alt
 
     async def blocking(fn: Callable[[int], Any], n: int) -> Any:
         return fn(n)  # synchronous on purpose: nothing else runs meanwhile
@@ -356,7 +356,7 @@ def _warnings(results: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.dispatch",
+        prog="python -m dynworkers.benchmarks.dispatch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,13 +1,14 @@
 """HTTP front door: warm dispatch through `dynworkers serve` beside a plain aiohttp server (the
 ceiling), on loopback, in one run.
 
-    python -m benchmarks.http [--quick] [--out FILE.json] [--generator auto|wrk|python]
+    python -m dynworkers.benchmarks.http [--quick] [--out FILE.json] [--generator auto|wrk|python]
 
 Two servers, each a process of its own (`benchmarks.http_servers`), both aiohttp with
 `access_log=None`:
 
-- daemon: `python -m runtime.cli serve` on a fresh state directory, DYNWORKERS_LOG_LEVEL=warning
-  and otherwise its defaults (2 spares, 64 sandboxes). Its code directory holds tenant `bench`
+- daemon: `python -m dynworkers.runtime.cli serve` on a fresh state directory,
+  DYNWORKERS_LOG_LEVEL=warning and otherwise its defaults (2 spares, 64 sandboxes). Its code
+  directory holds tenant `bench`
   and tenants `t0`..`t7`, each `benchmarks.common.HANDLER_SRC` (a module-level fetch returning
   "ok"). A request to /bench/ goes front door -> `Supervisor.invoke` -> ZeroMQ -> the tenant's
   warm sandbox -> back.
@@ -62,9 +63,9 @@ from typing import Any
 
 import psutil
 
-from benchmarks import loadgen
-from benchmarks.common import HANDLER_SRC, fmt_ms, git
-from benchmarks.http_servers import DAEMON_ENV, Server, start_ceiling, start_daemon, stop
+from dynworkers.benchmarks import loadgen
+from dynworkers.benchmarks.common import HANDLER_SRC, fmt_ms, git
+from dynworkers.benchmarks.http_servers import DAEMON_ENV, Server, start_ceiling, start_daemon, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = {"warmup_s": 2, "seconds": 5}
@@ -449,7 +450,7 @@ def _environment(quick: bool, settings: dict[str, int], kind: str) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.http",
+        prog="python -m dynworkers.benchmarks.http",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,6 @@
 """The two servers of `benchmarks.http`: `dynworkers serve` and a plain aiohttp ceiling.
 
-    python -m benchmarks.http_servers      (the ceiling; prints its port as one JSON line)
+    python -m dynworkers.benchmarks.http_servers   (the ceiling; prints its port as one JSON line)
 
 Runs in the benchmark's process, which starts each server as a child in a session of its own
 (`start_daemon`, `start_ceiling`) and stops it (`stop`): SIGTERM, on which both exit by
@@ -94,7 +94,8 @@ def _popen(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Pop
 
 def start_ceiling(cwd: Path) -> Server:
     server = Server(
-        "ceiling", _popen([sys.executable, "-m", "benchmarks.http_servers"], cwd, dict(os.environ))
+        "ceiling",
+        _popen([sys.executable, "-m", "dynworkers.benchmarks.http_servers"], cwd, dict(os.environ)),
     )
     stdout = server.proc.stdout
     assert stdout is not None
@@ -108,7 +109,8 @@ def start_ceiling(cwd: Path) -> Server:
 
 
 def start_daemon(cwd: Path, tenants: dict[str, str]) -> Server:
-    """`python -m runtime.cli serve` on `cwd`/state, serving `tenants` (id -> main.py source)."""
+    """`python -m dynworkers.runtime.cli serve` on `cwd`/state, serving `tenants`
+    (id -> main.py source)."""
     code, state = cwd / "tenants", cwd / "state"
     for tenant, source in tenants.items():
         (code / tenant).mkdir(parents=True)
@@ -117,7 +119,7 @@ def start_daemon(cwd: Path, tenants: dict[str, str]) -> Server:
     command = [
         sys.executable,
         "-m",
-        "runtime.cli",
+        "dynworkers.runtime.cli",
         "serve",
         "--tenants",
         str(code),

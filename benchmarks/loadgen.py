@@ -1,6 +1,8 @@
 """Closed-loop HTTP/1.1 load generators for `benchmarks.http`: wrk, or raw asyncio streams.
 
-    python -m benchmarks.loadgen HOST PORT CONNECTIONS SECONDS PATH [PATH ...]   (the fallback)
+    python -m dynworkers.benchmarks.loadgen HOST PORT CONNECTIONS SECONDS PATH [PATH ...]
+
+(the fallback)
 
 Runs in the benchmark's process (`run`), which starts the generator as a child process and waits
 for it: `wrk` when it is on PATH (Debian's `wrk` package), else this module's `__main__`. Each
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import summarize
+from dynworkers.benchmarks.common import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "LOADGEN-JSON "
@@ -103,7 +105,7 @@ def run(kind: str, base: str, paths: list[str], connections: int, seconds: float
         command = [
             sys.executable,
             "-m",
-            "benchmarks.loadgen",
+            "dynworkers.benchmarks.loadgen",
             host,
             port,
             str(connections),

@@ -31,9 +31,9 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import HANDLER_SRC, URL, summarize
-from loader import WorkerCode, WorkerStub
-from runtime import Supervisor
+from dynworkers.benchmarks.common import HANDLER_SRC, URL, summarize
+from dynworkers.loader import WorkerCode, WorkerStub
+from dynworkers.runtime import Supervisor
 
 
 def _code() -> WorkerCode:

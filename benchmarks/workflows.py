@@ -1,6 +1,6 @@
 """Durable workflows: dynworkers' engine side by side with DBOS Transact (SQLite), in one run.
 
-    python -m benchmarks.workflows [--quick] [--out FILE.json] [--count N] [--recovery N]
+    python -m dynworkers.benchmarks.workflows [--quick] [--out FILE.json] [--count N] [--recovery N]
                                    [--waiting N]
 
 Full: 1,000 workflows per row, recovery of 1,000, 50,000 waiting; --quick: 50, 50 and 2,000.
@@ -58,11 +58,11 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from benchmarks import dbos_baseline as dbos
-from benchmarks.common import summarize
+from dynworkers.benchmarks import dbos_baseline as dbos
+from dynworkers.benchmarks.common import summarize
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from dynworkers.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = "dynamic-workflow"
@@ -144,9 +144,9 @@ class Probe:
 @contextlib.asynccontextmanager
 async def _host(state_dir: str) -> AsyncIterator[tuple[Engine, Probe]]:
     """Supervisor + Engine on `state_dir`, the dynamic workflow registered, a Probe installed."""
-    from engine import Engine, create_dynamic_workflow_entrypoint, wrap_workflow_binding
-    from loader import WorkerCode
-    from runtime import Supervisor, SupervisorConfig
+    from dynworkers.engine import Engine, create_dynamic_workflow_entrypoint, wrap_workflow_binding
+    from dynworkers.loader import WorkerCode
+    from dynworkers.runtime import Supervisor, SupervisorConfig
 
     def code(tenant: str) -> WorkerCode:
         binding = wrap_workflow_binding({"tenant_id": tenant})
@@ -169,7 +169,7 @@ async def _host(state_dir: str) -> AsyncIterator[tuple[Engine, Probe]]:
 
 async def _create(engine: Engine, count: int, tenants: int, **params: Any) -> None:
     """Create `count` instances, 1,000 per round spread evenly over the tenants."""
-    from engine.dispatch import envelope
+    from dynworkers.engine.dispatch import envelope
 
     for done in range(0, count, 1000):
         n = min(1000, count - done)
@@ -182,7 +182,7 @@ async def _create(engine: Engine, count: int, tenants: int, **params: Any) -> No
 
 async def _one(engine: Engine, probe: Probe, tenant: str, steps: int) -> float:
     """Create one instance and wait until it is durably complete; return the latency in ms."""
-    from engine.dispatch import envelope
+    from dynworkers.engine.dispatch import envelope
 
     local = uuid.uuid4().hex
     done = probe.expect(f"{tenant}/{local}")
@@ -309,10 +309,11 @@ async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> d
 
 @contextlib.contextmanager
 def _child(*args: str, timeout: float = TIMEOUT_S) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Run `python -m benchmarks.workflows ARGS`; yield (process, the JSON line it printed).
+    """Run `python -m dynworkers.benchmarks.workflows ARGS`; yield (process, the JSON line it
+    printed).
     On exit it is SIGKILLed with its descendants if still alive."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.workflows", *args],
+        [sys.executable, "-m", "dynworkers.benchmarks.workflows", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

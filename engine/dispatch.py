@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InvalidInput, MissingDispatcherMetadataError, UnknownWorkflow
-from engine.store import InstanceNotFound
-from loader import Binding, stub_worker
+from dynworkers.engine.errors import InvalidInput, MissingDispatcherMetadataError, UnknownWorkflow
+from dynworkers.engine.store import InstanceNotFound
+from dynworkers.loader import Binding, stub_worker
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from dynworkers.engine.engine import Engine
 
 ENVELOPE_KEY = "__dispatcherMetadata"
 
@@ -148,7 +148,7 @@ class WorkflowsBinding(Binding):
         self._workflow = workflow
 
     def _target(self) -> tuple[Engine, str]:
-        from engine.engine import running_engine
+        from dynworkers.engine.engine import running_engine
 
         engine = self._engine or running_engine()
         if self._workflow is not None:

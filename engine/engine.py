@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine import rules
-from engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
-from engine.hotpath import HotPath
-from engine.instances import Instance, Workflow
-from engine.scheduler import Clock, Scheduler
-from engine.store import InstanceExists, InstanceRecord, Store, open_store
-from engine.wakeup import wake_up
+from dynworkers.engine import rules
+from dynworkers.engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
+from dynworkers.engine.hotpath import HotPath
+from dynworkers.engine.instances import Instance, Workflow
+from dynworkers.engine.scheduler import Clock, Scheduler
+from dynworkers.engine.store import InstanceExists, InstanceRecord, Store, open_store
+from dynworkers.engine.wakeup import wake_up
 
 if TYPE_CHECKING:
-    from engine.session import StepSession
-    from runtime import Supervisor
+    from dynworkers.engine.session import StepSession
+    from dynworkers.runtime import Supervisor
 
 log = logging.getLogger("dynworkers.engine")
 #: (tenant or "", outcome, seconds): a step attempt ended "complete", "failed" or "retry"

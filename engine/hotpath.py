@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any
 
-from engine.store import Store
+from dynworkers.engine.store import Store
 
 #: names recorded; evictions are "evict.<reason>"
 WAKE_COLD, WAKE_WARM, BOOT_MS, DUE_TO_RUNNING_MS = (

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from engine import rules
-from sandbox_policy.namespace import register_safe_type
+from dynworkers.engine import rules
+from dynworkers.sandbox_policy.namespace import register_safe_type
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine import rules
-from engine.store import EventRecord, InstanceRecord, StepRecord
-from loader import Binding
+from dynworkers.engine import rules
+from dynworkers.engine.store import EventRecord, InstanceRecord, StepRecord
+from dynworkers.loader import Binding
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from dynworkers.engine.engine import Engine
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode

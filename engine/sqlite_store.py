@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.errors import InvalidTransition
-from engine.store import (
+from dynworkers.engine.errors import InvalidTransition
+from dynworkers.engine.store import (
     EventRecord,
     InstanceNotFound,
     InstanceRecord,

@@ -16,7 +16,7 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.errors import EngineError
+from dynworkers.engine.errors import EngineError
 
 
 class StoreError(EngineError):
@@ -178,7 +178,7 @@ class Store(abc.ABC):
 def open_store(url: str) -> Store:
     """A store for `url`: `sqlite:///relative/or/absolute/path.db`."""
     if url.startswith("sqlite:///"):
-        from engine.sqlite_store import SQLiteStore
+        from dynworkers.engine.sqlite_store import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
     if url.startswith(("postgresql://", "postgres://")):

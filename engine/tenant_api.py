@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox_policy.namespace import register_safe_type
+from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
 @register_safe_type

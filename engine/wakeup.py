@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine import rules
-from engine.dispatch import DynamicWorkflowEntrypoint, WorkflowContext, run_runner
-from engine.errors import EngineClosed
-from engine.replay import WorkflowEntrypoint, run_workflow
-from engine.session import StaleSession, StepSession
-from engine.store import InstanceNotFound, InstanceRecord, StoreError
-from runtime.errors import PoolBusy, SandboxError, SupervisorClosed, TenantError
+from dynworkers.engine import rules
+from dynworkers.engine.dispatch import DynamicWorkflowEntrypoint, WorkflowContext, run_runner
+from dynworkers.engine.errors import EngineClosed
+from dynworkers.engine.replay import WorkflowEntrypoint, run_workflow
+from dynworkers.engine.session import StaleSession, StepSession
+from dynworkers.engine.store import InstanceNotFound, InstanceRecord, StoreError
+from dynworkers.runtime.errors import PoolBusy, SandboxError, SupervisorClosed, TenantError
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from dynworkers.engine.engine import Engine
 
 log = logging.getLogger("dynworkers.engine")
 _encode = msgspec.msgpack.Encoder().encode

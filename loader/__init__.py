@@ -5,12 +5,18 @@ hash and policy version in memory and on disk, hand calls to a dispatcher. Never
 ZeroMQ: the runtime's Supervisor is the dispatcher.
 """
 
-from loader.cache import CompileCache
-from loader.code import Binding, Limits, WorkerCode
-from loader.compile import CompiledModule, CompiledWorker, compile_worker
-from loader.errors import CompileError, InvalidWorkerCode, LoaderError
-from loader.stub import Dispatcher, EntrypointStub, FetchResponse, WorkerStub, stub_worker
-from loader.worker_loader import WorkerLoader
+from dynworkers.loader.cache import CompileCache
+from dynworkers.loader.code import Binding, Limits, WorkerCode
+from dynworkers.loader.compile import CompiledModule, CompiledWorker, compile_worker
+from dynworkers.loader.errors import CompileError, InvalidWorkerCode, LoaderError
+from dynworkers.loader.stub import (
+    Dispatcher,
+    EntrypointStub,
+    FetchResponse,
+    WorkerStub,
+    stub_worker,
+)
+from dynworkers.loader.worker_loader import WorkerLoader
 
 __all__ = [
     # what a host writes

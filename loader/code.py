@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loader.errors import InvalidWorkerCode
+from dynworkers.loader.errors import InvalidWorkerCode
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: Names a tenant module may not take: they would shadow the runtime's API or a vetted module.

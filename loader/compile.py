@@ -14,11 +14,11 @@ from typing import Any
 
 import msgspec
 
-from loader.cache import CompileCache, cache_key
-from loader.code import Binding, Limits, WorkerCode
-from loader.errors import CompileError, InvalidWorkerCode
-from sandbox_policy import Policy, SourceRejected
-from sandbox_policy.compiler import compile_module
+from dynworkers.loader.cache import CompileCache, cache_key
+from dynworkers.loader.code import Binding, Limits, WorkerCode
+from dynworkers.loader.errors import CompileError, InvalidWorkerCode
+from dynworkers.sandbox_policy import Policy, SourceRejected
+from dynworkers.sandbox_policy.compiler import compile_module
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from loader.compile import CompiledWorker
+from dynworkers.loader.compile import CompiledWorker
 
 
 class Dispatcher(Protocol):

@@ -18,12 +18,12 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from loader.cache import CompileCache
-from loader.code import WorkerCode
-from loader.compile import compile_worker
-from loader.errors import InvalidWorkerCode
-from loader.stub import Dispatcher, WorkerStub
-from sandbox_policy import Policy
+from dynworkers.loader.cache import CompileCache
+from dynworkers.loader.code import WorkerCode
+from dynworkers.loader.compile import compile_worker
+from dynworkers.loader.errors import InvalidWorkerCode
+from dynworkers.loader.stub import Dispatcher, WorkerStub
+from dynworkers.sandbox_policy import Policy
 
 Callback = Callable[[], WorkerCode | Awaitable[WorkerCode]]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loader import Binding
-from runtime.kv import KVStore
+from dynworkers.loader import Binding
+from dynworkers.runtime.kv import KVStore
 
 
 class KVBinding(Binding):

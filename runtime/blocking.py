@@ -15,10 +15,10 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from loader import FetchResponse, WorkerCode, WorkerStub
-from runtime.bindings import KVBinding, ServiceBinding
-from runtime.errors import SupervisorClosed
-from runtime.supervisor import Supervisor, SupervisorConfig
+from dynworkers.loader import FetchResponse, WorkerCode, WorkerStub
+from dynworkers.runtime.bindings import KVBinding, ServiceBinding
+from dynworkers.runtime.errors import SupervisorClosed
+from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import msgspec
 import zmq
 
-from runtime import protocol
+from dynworkers.runtime import protocol
 
 #: Slack above the policy's result budget for the frame around it.
 FRAME_SLACK = 1 << 20

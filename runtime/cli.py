@@ -21,9 +21,9 @@ import logging
 import sys
 import time
 
-from loader import WorkerCode
-from runtime.daemon.commands import add_commands, run
-from runtime.supervisor import Supervisor, SupervisorConfig
+from dynworkers.loader import WorkerCode
+from dynworkers.runtime.daemon.commands import add_commands, run
+from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
 
 DEMO_TENANTS = {
     "counter": """
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
         return asyncio.run(demo(args.state_dir, args.warm_calls))
-    from benchmarks import dispatch
+    from dynworkers.benchmarks import dispatch
 
     return int(dispatch.main(args.rest) or 0)
 

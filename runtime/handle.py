@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any
 
-from loader import Binding, CompiledWorker
-from runtime import protocol
-from runtime.bindings import CapabilityTable, OutboundBinding
-from runtime.channel import Channel
-from runtime.errors import CapabilityError
+from dynworkers.loader import Binding, CompiledWorker
+from dynworkers.runtime import protocol
+from dynworkers.runtime.bindings import CapabilityTable, OutboundBinding
+from dynworkers.runtime.channel import Channel
+from dynworkers.runtime.errors import CapabilityError
 
 log = logging.getLogger("dynworkers.handle")
 tenant_log = logging.getLogger("dynworkers.tenant")

@@ -24,10 +24,10 @@ from typing import Any
 import psutil
 import zmq
 
-from loader import CompiledWorker
-from runtime import protocol
-from runtime.channel import Channel
-from runtime.errors import (
+from dynworkers.loader import CompiledWorker
+from dynworkers.runtime import protocol
+from dynworkers.runtime.channel import Channel
+from dynworkers.runtime.errors import (
     BootError,
     PoolBusy,
     ProtocolError,
@@ -35,9 +35,9 @@ from runtime.errors import (
     SandboxError,
     SupervisorClosed,
 )
-from runtime.handle import SandboxHandle
-from runtime.metrics import PoolMetrics
-from runtime.zygote_client import ZygoteClient
+from dynworkers.runtime.handle import SandboxHandle
+from dynworkers.runtime.metrics import PoolMetrics
+from dynworkers.runtime.zygote_client import ZygoteClient
 
 log = logging.getLogger("dynworkers.pool")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy.policy import Policy
 
 
 class Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):

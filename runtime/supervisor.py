@@ -27,10 +27,17 @@ from typing import Any
 import msgspec
 import zmq
 
-from loader import Binding, CompileCache, CompiledWorker, WorkerCode, WorkerLoader, compile_worker
-from runtime import protocol
-from runtime.bindings import KVBinding, ServiceBinding
-from runtime.errors import (
+from dynworkers.loader import (
+    Binding,
+    CompileCache,
+    CompiledWorker,
+    WorkerCode,
+    WorkerLoader,
+    compile_worker,
+)
+from dynworkers.runtime import protocol
+from dynworkers.runtime.bindings import KVBinding, ServiceBinding
+from dynworkers.runtime.errors import (
     EntrypointNotFound,
     PoolBusy,
     ResultError,
@@ -40,12 +47,12 @@ from runtime.errors import (
     SupervisorClosed,
     TenantError,
 )
-from runtime.handle import SandboxHandle
-from runtime.kv import KVStore
-from runtime.metrics import PoolMetrics
-from runtime.pool import Pool
-from runtime.zygote_client import ZygoteClient
-from sandbox_policy import Policy, PolicyError
+from dynworkers.runtime.handle import SandboxHandle
+from dynworkers.runtime.kv import KVStore
+from dynworkers.runtime.metrics import PoolMetrics
+from dynworkers.runtime.pool import Pool
+from dynworkers.runtime.zygote_client import ZygoteClient
+from dynworkers.sandbox_policy import Policy, PolicyError
 
 log = logging.getLogger("dynworkers.supervisor")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import msgspec
 
-from runtime import protocol
-from runtime.errors import BootError
-from sandbox_policy import Policy
+from dynworkers.runtime import protocol
+from dynworkers.runtime.errors import BootError
+from dynworkers.sandbox_policy import Policy
 
 log = logging.getLogger("dynworkers.zygote")
 
@@ -73,7 +73,7 @@ class ZygoteClient:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.sandbox.zygote"],
+            [sys.executable, "-m", "dynworkers.runtime.sandbox.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

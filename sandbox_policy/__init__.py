@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox_policy.errors import PolicyError, SourceRejected
-from sandbox_policy.hardening import HardeningReport, PreparedHardening
-from sandbox_policy.namespace import TenantNamespace, register_safe_type
-from sandbox_policy.policy import KNOWN_MODULES, OsLimits, Policy
+from dynworkers.sandbox_policy.errors import PolicyError, SourceRejected
+from dynworkers.sandbox_policy.hardening import HardeningReport, PreparedHardening
+from dynworkers.sandbox_policy.namespace import TenantNamespace, register_safe_type
+from dynworkers.sandbox_policy.policy import KNOWN_MODULES, OsLimits, Policy
 
 __all__ = [
     # policy as data
@@ -37,7 +37,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "compile_module":
-        from sandbox_policy.compiler import compile_module
+        from dynworkers.sandbox_policy.compiler import compile_module
 
         return compile_module
     raise AttributeError(f"module 'sandbox_policy' has no attribute {name!r}")

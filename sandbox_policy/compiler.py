@@ -17,8 +17,8 @@ import warnings
 from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
-from sandbox_policy.errors import SourceRejected
-from sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy.errors import SourceRejected
+from dynworkers.sandbox_policy.policy import Policy
 
 __all__ = ["compile_module"]
 

@@ -27,9 +27,9 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox_policy.landlock import LandlockRuleset
-from sandbox_policy.policy import OsLimits
-from sandbox_policy.seccomp import SeccompFilter
+from dynworkers.sandbox_policy.landlock import LandlockRuleset
+from dynworkers.sandbox_policy.policy import OsLimits
+from dynworkers.sandbox_policy.seccomp import SeccompFilter
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4

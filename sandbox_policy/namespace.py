@@ -14,11 +14,11 @@ import builtins
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox_policy import guards
-from sandbox_policy.guards import register_safe_type
-from sandbox_policy.policy import Policy
-from sandbox_policy.proxies import PROXIES, proxy_module
-from sandbox_policy.safe_builtins import make_safe_builtins, make_trusted_builtins
+from dynworkers.sandbox_policy import guards
+from dynworkers.sandbox_policy.guards import register_safe_type
+from dynworkers.sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy.proxies import PROXIES, proxy_module
+from dynworkers.sandbox_policy.safe_builtins import make_safe_builtins, make_trusted_builtins
 
 __all__ = ["TenantNamespace", "register_safe_type"]
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from sandbox_policy.errors import PolicyError
+from dynworkers.sandbox_policy.errors import PolicyError
 
 #: Modules a tenant may import when a policy allows them. Each one is offered as a vetted proxy
 #: (see `sandbox_policy.proxies`), never as the raw module: the raw `json`, `re` and `datetime`

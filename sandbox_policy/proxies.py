@@ -24,8 +24,12 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from sandbox_policy.guards import register_open_module, register_safe_type, register_writable_type
-from sandbox_policy.policy import KNOWN_MODULES
+from dynworkers.sandbox_policy.guards import (
+    register_open_module,
+    register_safe_type,
+    register_writable_type,
+)
+from dynworkers.sandbox_policy.policy import KNOWN_MODULES
 
 
 class ModuleProxy:

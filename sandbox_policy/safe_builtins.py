@@ -16,7 +16,7 @@ import builtins
 from collections.abc import Callable
 from typing import Any
 
-from sandbox_policy import guards
+from dynworkers.sandbox_policy import guards
 
 _B = builtins.__dict__
 

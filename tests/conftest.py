@@ -2,8 +2,8 @@
 
 Tests run their coroutines with `asyncio.run`. Every test starts its own Supervisor on its own
 `tmp_path` and closes it (`async with`); the autouse `no_leaked_sandboxes` fixture holds that
-rule: after each test, no zygote or sandbox process (command line `-m runtime.sandbox.zygote`)
-may be left among this process's children.
+rule: after each test, no zygote or sandbox process (command line
+`-m dynworkers.runtime.sandbox.zygote`) may be left among this process's children.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-ZYGOTE_MODULE = "runtime.sandbox.zygote"
+ZYGOTE_MODULE = "dynworkers.runtime.sandbox.zygote"
 #: A killed sandbox is reaped by its zygote a moment after the kill; this is how long we wait.
 REAP_GRACE_S = 3.0
 
@@ -60,7 +60,7 @@ def no_leaked_sandboxes() -> Iterator[None]:
 @pytest.fixture
 def config(tmp_path: Path) -> Callable[..., Any]:
     """`config(**overrides)`: a small, fast SupervisorConfig on this test's state dir."""
-    from runtime import SupervisorConfig
+    from dynworkers.runtime import SupervisorConfig
 
     def make(**overrides: Any) -> SupervisorConfig:
         values: dict[str, Any] = {

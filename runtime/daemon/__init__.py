@@ -6,10 +6,10 @@ Host side only. Imported by the CLI and by hosts that want the daemon in their o
 
 from __future__ import annotations
 
-from runtime.daemon.config import ConfigError, DaemonConfig, load_config
-from runtime.daemon.deployments import InvalidTenant
-from runtime.daemon.server import Daemon
-from runtime.daemon.tenants import DeployRefused, HostBindings, UnknownTenant
+from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
+from dynworkers.runtime.daemon.deployments import InvalidTenant
+from dynworkers.runtime.daemon.server import Daemon
+from dynworkers.runtime.daemon.tenants import DeployRefused, HostBindings, UnknownTenant
 
 __all__ = [
     # running

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runtime.daemon.client import ControlClient, ControlError
-from runtime.daemon.config import ConfigError, DaemonConfig, load_config
-from runtime.daemon.deployments import read_directory
-from runtime.errors import DynworkersError
+from dynworkers.runtime.daemon.client import ControlClient, ControlError
+from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
+from dynworkers.runtime.daemon.deployments import read_directory
+from dynworkers.runtime.errors import DynworkersError
 
 SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port")
 
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from runtime.daemon.logs import DaemonLogFormatter
-    from runtime.daemon.server import Daemon
+    from dynworkers.runtime.daemon.logs import DaemonLogFormatter
+    from dynworkers.runtime.daemon.server import Daemon
 
     flags = {name: getattr(args, name) for name in SERVE_FLAGS}
 

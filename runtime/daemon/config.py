@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import DynworkersError
+from dynworkers.runtime.errors import DynworkersError
 
 #: read when it exists and no --config is given
 DEFAULT_FILE = "dynworkers.toml"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine import (
+from dynworkers.engine import (
     EngineClosed,
     InstanceExists,
     InstanceNotFound,
@@ -40,13 +40,13 @@ from engine import (
     InvalidTransition,
     wrap_workflow_binding,
 )
-from loader import CompileError, InvalidWorkerCode
-from runtime.daemon.deployments import InvalidTenant, check_tenant_id
-from runtime.daemon.front import compile_errors, error
-from runtime.daemon.tenants import DeployRefused, UnknownTenant
+from dynworkers.loader import CompileError, InvalidWorkerCode
+from dynworkers.runtime.daemon.deployments import InvalidTenant, check_tenant_id
+from dynworkers.runtime.daemon.front import compile_errors, error
+from dynworkers.runtime.daemon.tenants import DeployRefused, UnknownTenant
 
 if TYPE_CHECKING:
-    from runtime.daemon.server import Daemon
+    from dynworkers.runtime.daemon.server import Daemon
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATIONS = ("pause", "resume", "terminate", "restart")

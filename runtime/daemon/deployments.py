@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import DynworkersError
+from dynworkers.runtime.errors import DynworkersError
 
 log = logging.getLogger("dynworkers.deployments")
 

@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from loader import CompileError
-from runtime.daemon.deployments import TENANT_ID, InvalidTenant
-from runtime.daemon.tenants import Tenants, UnknownTenant
-from runtime.errors import (
+from dynworkers.loader import CompileError
+from dynworkers.runtime.daemon.deployments import TENANT_ID, InvalidTenant
+from dynworkers.runtime.daemon.tenants import Tenants, UnknownTenant
+from dynworkers.runtime.errors import (
     PoolBusy,
     SandboxCrashed,
     SandboxError,

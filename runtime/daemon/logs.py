@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runtime.errors import TenantError
+from dynworkers.runtime.errors import TenantError
 
 TENANT_LOGGER = "dynworkers.tenant"
 

@@ -32,13 +32,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from engine.errors import EngineError
-from runtime.errors import SupervisorClosed
-from runtime.metrics import EVICTION_REASONS
+from dynworkers.engine.errors import EngineError
+from dynworkers.runtime.errors import SupervisorClosed
+from dynworkers.runtime.metrics import EVICTION_REASONS
 
 if TYPE_CHECKING:
-    from engine import Engine
-    from runtime.supervisor import Supervisor
+    from dynworkers.engine import Engine
+    from dynworkers.runtime.supervisor import Supervisor
 
 
 def _steps(low: float, high: float) -> tuple[float, ...]:

@@ -32,14 +32,14 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import Engine, create_dynamic_workflow_entrypoint
-from runtime.daemon.config import RELOADABLE, ConfigError, DaemonConfig
-from runtime.daemon.control import ControlAPI
-from runtime.daemon.front import FrontDoor
-from runtime.daemon.logs import TenantLogs
-from runtime.daemon.prometheus import DaemonMetrics
-from runtime.daemon.tenants import Tenants
-from runtime.supervisor import Supervisor, SupervisorConfig
+from dynworkers.engine import Engine, create_dynamic_workflow_entrypoint
+from dynworkers.runtime.daemon.config import RELOADABLE, ConfigError, DaemonConfig
+from dynworkers.runtime.daemon.control import ControlAPI
+from dynworkers.runtime.daemon.front import FrontDoor
+from dynworkers.runtime.daemon.logs import TenantLogs
+from dynworkers.runtime.daemon.prometheus import DaemonMetrics
+from dynworkers.runtime.daemon.tenants import Tenants
+from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
 
 log = logging.getLogger("dynworkers.daemon")
 

@@ -24,13 +24,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine import Engine, wrap_workflow_binding
-from loader import CompileError, WorkerCode, compile_worker
-from loader.stub import EntrypointStub, WorkerStub
-from runtime.daemon.config import DaemonConfig
-from runtime.daemon.deployments import Deployments, InvalidTenant, Version, check_tenant_id
-from runtime.errors import DynworkersError
-from runtime.supervisor import Supervisor
+from dynworkers.engine import Engine, wrap_workflow_binding
+from dynworkers.loader import CompileError, WorkerCode, compile_worker
+from dynworkers.loader.stub import EntrypointStub, WorkerStub
+from dynworkers.runtime.daemon.config import DaemonConfig
+from dynworkers.runtime.daemon.deployments import (
+    Deployments,
+    InvalidTenant,
+    Version,
+    check_tenant_id,
+)
+from dynworkers.runtime.errors import DynworkersError
+from dynworkers.runtime.supervisor import Supervisor
 
 log = logging.getLogger("dynworkers.tenants")
 

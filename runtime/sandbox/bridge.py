@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 import zmq
 
-from runtime import protocol
-from runtime.sandbox import workers
-from sandbox_policy.namespace import register_safe_type
+from dynworkers.runtime import protocol
+from dynworkers.runtime.sandbox import workers
+from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
 class Bridge:

@@ -25,12 +25,12 @@ from typing import NoReturn
 
 import zmq
 
-from runtime import protocol
-from runtime.sandbox import tenant as tenant_code
-from runtime.sandbox.bridge import Bridge
-from sandbox_policy import proxies
-from sandbox_policy.hardening import PreparedHardening
-from sandbox_policy.policy import Policy
+from dynworkers.runtime import protocol
+from dynworkers.runtime.sandbox import tenant as tenant_code
+from dynworkers.runtime.sandbox.bridge import Bridge
+from dynworkers.sandbox_policy import proxies
+from dynworkers.sandbox_policy.hardening import PreparedHardening
+from dynworkers.sandbox_policy.policy import Policy
 
 HANDSHAKE_TIMEOUT_MS = 10_000
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import msgspec
 
-from engine.replay import WorkflowEntrypoint, run_workflow
-from engine.tenant_api import WorkflowBinding
-from runtime import protocol
-from runtime.sandbox import workers
-from runtime.sandbox.bridge import BindingStub, Bridge, GrantTransport, make_fetch
-from sandbox_policy.namespace import TenantNamespace
-from sandbox_policy.policy import Policy
+from dynworkers.engine.replay import WorkflowEntrypoint, run_workflow
+from dynworkers.engine.tenant_api import WorkflowBinding
+from dynworkers.runtime import protocol
+from dynworkers.runtime.sandbox import workers
+from dynworkers.runtime.sandbox.bridge import BindingStub, Bridge, GrantTransport, make_fetch
+from dynworkers.sandbox_policy.namespace import TenantNamespace
+from dynworkers.sandbox_policy.policy import Policy
 
 
 class TenantFailure(Exception):

@@ -16,14 +16,14 @@ import json as _json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.replay import (
+from dynworkers.engine.replay import (
     NonDeterminismError,
     NonRetryableError,
     StepError,
     WaitTimeout,
     WorkflowEntrypoint,
 )
-from sandbox_policy.namespace import register_safe_type
+from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
 @register_safe_type

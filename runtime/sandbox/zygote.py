@@ -1,7 +1,8 @@
 """The zygote: a clean interpreter that forks sandboxes.
 
-Runs as its own process (`python -m runtime.sandbox.zygote`), started by the host as a fresh
-interpreter, never forked from it (the host may have threads). Single-threaded, no ZeroMQ context:
+Runs as its own process (`python -m dynworkers.runtime.sandbox.zygote`), started by the host as
+a fresh interpreter, never forked from it (the host may have threads). Single-threaded, no ZeroMQ
+context:
 a context never crosses a fork. It owns the process table of every sandbox: it forks on request,
 reaps on SIGCHLD in a WNOHANG loop, kills on request, and reports each exit with its decoded status.
 
@@ -23,10 +24,10 @@ import sys
 
 import msgspec
 
-from runtime import protocol
-from runtime.sandbox import child
-from sandbox_policy.hardening import PreparedHardening
-from sandbox_policy.policy import Policy
+from dynworkers.runtime import protocol
+from dynworkers.runtime.sandbox import child
+from dynworkers.sandbox_policy.hardening import PreparedHardening
+from dynworkers.sandbox_policy.policy import Policy
 
 PR_SET_PDEATHSIG = 1
 

@@ -13,9 +13,14 @@ import json
 import time
 from typing import Any
 
-from engine import Engine, Instance, create_dynamic_workflow_entrypoint, wrap_workflow_binding
-from loader import WorkerCode
-from runtime import Supervisor, SupervisorConfig
+from dynworkers.engine import (
+    Engine,
+    Instance,
+    create_dynamic_workflow_entrypoint,
+    wrap_workflow_binding,
+)
+from dynworkers.loader import WorkerCode
+from dynworkers.runtime import Supervisor, SupervisorConfig
 
 WORKFLOW = "dynamic-workflow"
 

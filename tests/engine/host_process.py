@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime import SupervisorConfig
+from dynworkers.runtime import SupervisorConfig
 from tests.engine.harness import Harness
 from tests.tenants import workflows as programs
 

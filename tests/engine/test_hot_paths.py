@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from engine import Engine, ManualClock, WorkflowEntrypoint
+from dynworkers.engine import Engine, ManualClock, WorkflowEntrypoint
 from tests.engine.harness import Harness
 from tests.tenants import workflows as programs
 

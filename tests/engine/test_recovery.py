@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
-from engine.session import StepSession
+from dynworkers.engine.session import StepSession
 from tests.engine.harness import Harness
 from tests.tenants import workflows as programs
 

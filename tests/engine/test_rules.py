@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.rules import (
+from dynworkers.engine.rules import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_MS,
     MAX_PAYLOAD_BYTES,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.scheduler import ManualClock, Scheduler
+from dynworkers.engine.scheduler import ManualClock, Scheduler
 
 #: Loop turns a polling helper allows before it calls the scheduler stuck.
 TURNS = 2_000

@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 
-from engine import InstanceNotFound, InstanceRecord, StepRecord, Store, StoreError, open_store
-from engine.sqlite_store import SQLiteStore
+from dynworkers.engine import (
+    InstanceNotFound,
+    InstanceRecord,
+    StepRecord,
+    Store,
+    StoreError,
+    open_store,
+)
+from dynworkers.engine.sqlite_store import SQLiteStore
 
 
 def backends(tmp_path: Path) -> list[str]:

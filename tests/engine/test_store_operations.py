@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine import EventRecord, InstanceNotFound, InstanceRecord, StepRecord, Store
-from engine.errors import InvalidTransition
-from engine.sqlite_store import MIGRATIONS, SQLiteStore
+from dynworkers.engine import EventRecord, InstanceNotFound, InstanceRecord, StepRecord, Store
+from dynworkers.engine.errors import InvalidTransition
+from dynworkers.engine.sqlite_store import MIGRATIONS, SQLiteStore
 from tests.engine.test_store_contract import record as instance
 from tests.engine.test_store_contract import run_with_store
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine import (
+from dynworkers.engine import (
     InstanceExists,
     InstanceNotFound,
     InvalidInput,
@@ -21,8 +21,8 @@ from engine import (
     ManualClock,
     WorkflowEntrypoint,
 )
-from runtime import TenantError
-from runtime.bindings import ServiceContext
+from dynworkers.runtime import TenantError
+from dynworkers.runtime.bindings import ServiceContext
 from tests.engine.harness import Harness
 from tests.tenants import workflows as programs
 

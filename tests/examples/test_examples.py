@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from engine import ManualClock
-from loader import WorkerCode
+from dynworkers.engine import ManualClock
+from dynworkers.loader import WorkerCode
 from tests.engine.harness import Harness
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"

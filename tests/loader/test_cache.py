@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loader import CompileCache, WorkerCode, compile_worker
-from loader.cache import cache_key
-from runtime import Supervisor
-from sandbox_policy import Policy
+from dynworkers.loader import CompileCache, WorkerCode, compile_worker
+from dynworkers.loader.cache import cache_key
+from dynworkers.runtime import Supervisor
+from dynworkers.sandbox_policy import Policy
 from tests.tenants import basic
 
 

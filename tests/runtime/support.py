@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from loader import Limits, WorkerCode, WorkerStub
-from runtime import Supervisor
+from dynworkers.loader import Limits, WorkerCode, WorkerStub
+from dynworkers.runtime import Supervisor
 
 
 def code(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from loader import CompileError
-from runtime import SandboxCrashed, Supervisor, TenantError
-from sandbox_policy import Policy
+from dynworkers.loader import CompileError
+from dynworkers.runtime import SandboxCrashed, Supervisor, TenantError
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import evictions, load
 from tests.tenants import attack_baseexception, basic
 

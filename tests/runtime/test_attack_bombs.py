@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from loader import Limits
-from runtime import ResultError, SandboxError, SandboxTimeout, Supervisor, TenantError
-from sandbox_policy import Policy
+from dynworkers.loader import Limits
+from dynworkers.runtime import ResultError, SandboxError, SandboxTimeout, Supervisor, TenantError
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import evictions, load
 from tests.tenants import attack_bombs, basic
 

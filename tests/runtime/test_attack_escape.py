@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from loader import CompileError
-from runtime import SandboxCrashed, SpecialiseError, Supervisor, TenantError
-from sandbox_policy import Policy
+from dynworkers.loader import CompileError
+from dynworkers.runtime import SandboxCrashed, SpecialiseError, Supervisor, TenantError
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import evictions, load
 from tests.tenants import attack_escape, basic
 

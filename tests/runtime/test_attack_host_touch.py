@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from loader import CompileError
-from runtime import ResultError, Supervisor
+from dynworkers.loader import CompileError
+from dynworkers.runtime import ResultError, Supervisor
 from tests.runtime.support import load
 from tests.tenants import attack_host_touch, basic
 

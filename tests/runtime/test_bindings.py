@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from loader import Limits
-from runtime import OutboundRequest, OutboundResponse, SandboxTimeout, ServiceContext, Supervisor
+from dynworkers.loader import Limits
+from dynworkers.runtime import (
+    OutboundRequest,
+    OutboundResponse,
+    SandboxTimeout,
+    ServiceContext,
+    Supervisor,
+)
 from tests.runtime.support import load
 from tests.tenants import basic
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loader import WorkerCode
-from runtime import BlockingSupervisor, SupervisorClosed, SupervisorConfig, TenantError
+from dynworkers.loader import WorkerCode
+from dynworkers.runtime import BlockingSupervisor, SupervisorClosed, SupervisorConfig, TenantError
 
 COUNTER = """
 from workers import WorkerEntrypoint, Response

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from loader import Limits
-from runtime import PoolBusy, SandboxCrashed, SandboxTimeout, SpecialiseError, Supervisor
-from sandbox_policy import Policy
+from dynworkers.loader import Limits
+from dynworkers.runtime import PoolBusy, SandboxCrashed, SandboxTimeout, SpecialiseError, Supervisor
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import evictions, load
 from tests.tenants import attack_bombs, basic
 

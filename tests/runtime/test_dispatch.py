@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from loader import CompileError, InvalidWorkerCode, Limits, WorkerCode
-from runtime import Supervisor
+from dynworkers.loader import CompileError, InvalidWorkerCode, Limits, WorkerCode
+from dynworkers.runtime import Supervisor
 from tests.runtime.support import code, load
 from tests.tenants import attack_bombs, basic
 

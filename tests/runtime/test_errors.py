@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime import (
+from dynworkers.runtime import (
     EntrypointNotFound,
     ResultError,
     SpecialiseError,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from runtime import ProtocolError, SandboxError, Supervisor
-from sandbox_policy import Policy
+from dynworkers.runtime import ProtocolError, SandboxError, Supervisor
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import evictions, load
 from tests.tenants import attack_forged_frames, basic
 

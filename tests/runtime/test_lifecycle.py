@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtime import SandboxCrashed, Supervisor, SupervisorClosed, SupervisorConfig
-from sandbox_policy import PolicyError
+from dynworkers.runtime import SandboxCrashed, Supervisor, SupervisorClosed, SupervisorConfig
+from dynworkers.sandbox_policy import PolicyError
 from tests.runtime.support import load
 from tests.tenants import basic
 

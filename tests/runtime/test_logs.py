@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from runtime import Supervisor
-from sandbox_policy import Policy
+from dynworkers.runtime import Supervisor
+from dynworkers.sandbox_policy import Policy
 from tests.runtime.support import load
 from tests.tenants import basic
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from loader import Limits
-from runtime import PoolBusy, Supervisor
+from dynworkers.loader import Limits
+from dynworkers.runtime import PoolBusy, Supervisor
 from tests.runtime.support import eventually, evictions, load
 from tests.tenants import basic
 

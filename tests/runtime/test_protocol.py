@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from runtime import protocol as p
+from dynworkers.runtime import protocol as p
 
 #: Golden encodings. A change here is a wire-format change: fields are appended with defaults,
 #: never reordered or retyped, so an old peer still reads a new frame.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 SURFACES = {
-    "runtime": {
+    "dynworkers.runtime": {
         # embedding
         "Supervisor",
         "SupervisorConfig",
@@ -33,7 +37,7 @@ SURFACES = {
         "SupervisorClosed",
         "CapabilityError",
     },
-    "loader": {
+    "dynworkers.loader": {
         "Binding",
         "Limits",
         "WorkerCode",
@@ -51,7 +55,7 @@ SURFACES = {
         "InvalidWorkerCode",
         "LoaderError",
     },
-    "engine": {
+    "dynworkers.engine": {
         # embedding
         "Engine",
         "Workflow",
@@ -82,7 +86,7 @@ SURFACES = {
         "MissingDispatcherMetadataError",
         "EngineClosed",
     },
-    "runtime.daemon": {
+    "dynworkers.runtime.daemon": {
         "Daemon",
         "DaemonConfig",
         "load_config",
@@ -92,7 +96,7 @@ SURFACES = {
         "UnknownTenant",
         "DeployRefused",
     },
-    "sandbox_policy": {
+    "dynworkers.sandbox_policy": {
         "KNOWN_MODULES",
         "OsLimits",
         "Policy",
@@ -122,7 +126,7 @@ def test_every_public_name_resolves(package: str) -> None:
 
 
 def test_runtime_errors_subclass_the_builtin_with_the_same_meaning() -> None:
-    import runtime
+    from dynworkers import runtime
 
     assert issubclass(runtime.SandboxTimeout, TimeoutError)
     assert issubclass(runtime.PoolBusy, TimeoutError)
@@ -136,7 +140,98 @@ def test_runtime_errors_subclass_the_builtin_with_the_same_meaning() -> None:
 
 
 def test_unknown_runtime_name_is_an_attribute_error() -> None:
-    import runtime
+    from dynworkers import runtime
 
     with pytest.raises(AttributeError):
         runtime.NotAThing  # noqa: B018
+
+
+TOP_LEVEL = {
+    "__version__",
+    "Supervisor",
+    "SupervisorConfig",
+    "BlockingSupervisor",
+    "WorkerCode",
+    "Binding",
+    "Limits",
+    "WorkerStub",
+    "KVBinding",
+    "ServiceBinding",
+    "ServiceContext",
+    "OutboundRequest",
+    "OutboundResponse",
+    "Engine",
+    "Workflow",
+    "Instance",
+    "WorkflowEntrypoint",
+    "NonRetryableError",
+    "Clock",
+    "ManualClock",
+    "wrap_workflow_binding",
+    "create_dynamic_workflow_entrypoint",
+    "dispatch_workflow",
+    "WorkflowContext",
+    "Policy",
+    "OsLimits",
+    "Daemon",
+    "DaemonConfig",
+    "DynworkersError",
+    "TenantError",
+    "EntrypointNotFound",
+    "ResultError",
+    "SandboxError",
+    "SandboxTimeout",
+    "SandboxCrashed",
+    "PoolBusy",
+    "SupervisorClosed",
+    "CapabilityError",
+    "LoaderError",
+    "CompileError",
+    "InvalidWorkerCode",
+    "EngineError",
+    "StoreError",
+    "InstanceExists",
+    "InstanceNotFound",
+    "InvalidInput",
+    "InvalidTransition",
+    "UnknownWorkflow",
+    "EngineClosed",
+    "PolicyError",
+}
+
+
+def test_import_dynworkers_is_the_public_api() -> None:
+    import dynworkers
+
+    assert set(dynworkers.__all__) == TOP_LEVEL
+    assert len(dynworkers.__all__) == len(TOP_LEVEL)
+    for name in dynworkers.__all__:
+        assert getattr(dynworkers, name) is not None, name
+    assert dynworkers.Supervisor is importlib.import_module("dynworkers.runtime").Supervisor
+    assert (Path(dynworkers.__file__).parent / "py.typed").is_file()
+
+
+def test_installed_package_is_dynworkers_alone(tmp_path: Path) -> None:
+    """From a directory that is not the checkout, every module imports as `dynworkers.*` and no
+    generic top-level package (`runtime`, `engine`, ...) is importable."""
+    script = """
+import importlib, json, pkgutil
+import dynworkers
+failed = []
+for info in pkgutil.walk_packages(dynworkers.__path__, "dynworkers."):
+    if info.name.startswith("dynworkers.benchmarks.") and "dbos" in info.name:
+        continue  # needs the bench extra
+    try:
+        importlib.import_module(info.name)
+    except Exception as exc:
+        failed.append(f"{info.name}: {exc!r}")
+generic = [n for n in ("runtime", "engine", "loader", "sandbox_policy", "benchmarks")
+           if importlib.util.find_spec(n) is not None]
+print(json.dumps({"failed": failed, "generic": generic}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == {"failed": [], "generic": []}

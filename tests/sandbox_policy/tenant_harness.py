@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import types
 
-from sandbox_policy.compiler import compile_module
-from sandbox_policy.guards import register_safe_type
-from sandbox_policy.namespace import TenantNamespace
-from sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy.compiler import compile_module
+from dynworkers.sandbox_policy.guards import register_safe_type
+from dynworkers.sandbox_policy.namespace import TenantNamespace
+from dynworkers.sandbox_policy.policy import Policy
 
 
 @register_safe_type

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_policy.errors import SourceRejected
-from sandbox_policy.safe_builtins import ALLOWED, make_safe_builtins
+from dynworkers.sandbox_policy.errors import SourceRejected
+from dynworkers.sandbox_policy.safe_builtins import ALLOWED, make_safe_builtins
 from tests.sandbox_policy.tenant_harness import run
 
 

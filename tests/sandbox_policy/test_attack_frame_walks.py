@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_policy.errors import SourceRejected
+from dynworkers.sandbox_policy.errors import SourceRejected
 from tests.sandbox_policy.tenant_harness import run
 
 GEN_FRAME_ATTR = """

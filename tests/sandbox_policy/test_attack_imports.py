@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_policy.errors import SourceRejected
-from sandbox_policy.policy import KNOWN_MODULES, Policy
-from sandbox_policy.proxies import PROXIES
+from dynworkers.sandbox_policy.errors import SourceRejected
+from dynworkers.sandbox_policy.policy import KNOWN_MODULES, Policy
+from dynworkers.sandbox_policy.proxies import PROXIES
 from tests.sandbox_policy.tenant_harness import Tenant, run
 
 

@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from sandbox_policy.compiler import compile_module
-from sandbox_policy.errors import SourceRejected
-from sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy.compiler import compile_module
+from dynworkers.sandbox_policy.errors import SourceRejected
+from dynworkers.sandbox_policy.policy import Policy
 
 #: Hostile source must be refused without hanging; a hang guard, not a timing assertion (timing
 #: belongs in benchmarks/). Folding 10**10**10 or parsing without limits would blow past it.

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from sandbox_policy.hardening import LAYERS, PreparedHardening
-from sandbox_policy.policy import MiB, OsLimits
-from sandbox_policy.seccomp import ARCHES, SeccompFilter, assemble, program
+from dynworkers.sandbox_policy.hardening import LAYERS, PreparedHardening
+from dynworkers.sandbox_policy.policy import MiB, OsLimits
+from dynworkers.sandbox_policy.seccomp import ARCHES, SeccompFilter, assemble, program
 
 ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -33,8 +33,8 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="the uid drop and NPROC need
 # argv: limits expression, attack source. Prints {"signal", "exit", "notes"}.
 HARNESS = r"""
 import ctypes, json, os, resource, signal, socket, sys, threading, time
-from sandbox_policy.hardening import PreparedHardening
-from sandbox_policy.policy import MiB, OsLimits
+from dynworkers.sandbox_policy.hardening import PreparedHardening
+from dynworkers.sandbox_policy.policy import MiB, OsLimits
 
 limits = eval(sys.argv[1], {"OsLimits": OsLimits, "MiB": MiB})
 hardening = PreparedHardening.prepare(limits)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_policy import proxies
-from sandbox_policy.namespace import TenantNamespace
-from sandbox_policy.policy import Policy
+from dynworkers.sandbox_policy import proxies
+from dynworkers.sandbox_policy.namespace import TenantNamespace
+from dynworkers.sandbox_policy.policy import Policy
 from tests.sandbox_policy.tenant_harness import Tenant, WorkerEntrypoint, run
 
 CLASSES = """

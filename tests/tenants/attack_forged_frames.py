@@ -10,7 +10,7 @@ FORGER = """
 import gc
 
 import zmq
-from runtime import protocol
+from dynworkers.runtime import protocol
 from workers import WorkerEntrypoint
 
 

@@ -74,7 +74,7 @@ class DaemonProcess:
         environ.update({f"DYNWORKERS_{k.upper()}": str(v) for k, v in self.settings.items()})
         environ["PYTHONPATH"] = str(SOURCE_ROOT)
         command = [
-            sys.executable, "-m", "runtime.cli", "serve",
+            sys.executable, "-m", "dynworkers.runtime.cli", "serve",
             "--tenants", str(self.tenants), "--state-dir", str(self.state_dir),
             "--port", "0", "--control-port", "0",
         ]  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.daemon import ConfigError, DaemonConfig, load_config
+from dynworkers.runtime.daemon import ConfigError, DaemonConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.daemon.deployments import Deployments, InvalidTenant, check_tenant_id, pick_main
+from dynworkers.runtime.daemon.deployments import (
+    Deployments,
+    InvalidTenant,
+    check_tenant_id,
+    pick_main,
+)
 
 
 def tenant_dir(root: Path, tenant: str, **modules: str) -> Path:

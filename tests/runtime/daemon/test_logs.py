@@ -20,8 +20,8 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from runtime import TenantError
-from runtime.daemon.logs import TENANT_LOGGER, DaemonLogFormatter, TenantLogs
+from dynworkers.runtime import TenantError
+from dynworkers.runtime.daemon.logs import TENANT_LOGGER, DaemonLogFormatter, TenantLogs
 
 tenant_log = logging.getLogger(TENANT_LOGGER)
 #: a guard against a hang, never a timing assertion

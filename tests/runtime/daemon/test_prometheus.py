@@ -11,10 +11,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine import ManualClock
-from engine.engine import STATUSES
-from runtime.daemon.prometheus import DaemonMetrics, _resident
-from runtime.metrics import EVICTION_REASONS
+from dynworkers.engine import ManualClock
+from dynworkers.engine.engine import STATUSES
+from dynworkers.runtime.daemon.prometheus import DaemonMetrics, _resident
+from dynworkers.runtime.metrics import EVICTION_REASONS
 from tests.engine.harness import Harness
 from tests.tenants import workflows as programs
 

@@ -116,7 +116,7 @@ def test_a_control_token_guards_every_route_but_healthz(tmp_path: Path) -> None:
 
 
 def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "runtime.cli", *args, "--url", daemon.control]
+    command = [sys.executable, "-m", "dynworkers.runtime.cli", *args, "--url", daemon.control]
     return subprocess.run(
         command, cwd=daemon.root, capture_output=True, text=True, timeout=60,
         env={"PYTHONPATH": str(SOURCE_ROOT), "PATH": "/usr/bin:/bin"},
@@ -161,7 +161,7 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
 
 
 DISPATCHER = """
-from loader import Limits, WorkerCode
+from dynworkers.loader import Limits, WorkerCode
 
 SOURCES = {"alpha": TENANT_SOURCE}
 
