@@ -6,7 +6,10 @@ scheduler and the hot-path figures; it never forks or compiles: a wake-up hands 
 loader (a cold start if the tenant was evicted) or runs a host-side workflow in a thread.
 
 Every instance operation is one store transaction. Operations on a running instance are fenced by
-a generation number: after terminate, restart or delete, the running wake-up can record nothing.
+a generation number kept in the store: after terminate, restart or delete, the running wake-up can
+record nothing, and its sandbox call is abandoned (see `session`). A store failure during a
+wake-up is retried with a backoff (`store_failed`), logged and counted (`stats()`), and never
+errors the instance.
 After a crash of the host, `start()` resumes every unfinished instance from the store; a step
 whose result was recorded never runs again, an attempt that was in flight runs again.
 
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +34,7 @@ from dynworkers.engine.errors import EngineClosed, InvalidInput, InvalidTransiti
 from dynworkers.engine.hotpath import HotPath
 from dynworkers.engine.instances import Instance, Workflow
 from dynworkers.engine.scheduler import Clock, Scheduler
-from dynworkers.engine.store import InstanceExists, InstanceRecord, Store, open_store
+from dynworkers.engine.store import InstanceExists, InstanceRecord, Store, StoreError, open_store
 from dynworkers.engine.wakeup import wake_up
 
 if TYPE_CHECKING:
@@ -89,7 +92,10 @@ class Engine:
         self.step_observers: list[StepObserver] = []
         self.workflows: dict[str, Workflow] = {}
         self.scheduler = Scheduler(self._wake, self.clock, max_running)
-        self._generation: dict[str, int] = {}
+        self._sessions: dict[str, StepSession] = {}  # the running wake-ups, by instance
+        self._store_retries: dict[str, int] = {}  # wake-ups in a row a store failure stopped
+        #: wake-ups a store failure stopped, since start (logged, and in /metrics)
+        self.store_failures = 0
         self._pause: set[str] = set()
         self._parked: dict[str, list[tuple[str, str | None]]] = {}  # workflow not registered yet
         self.losses: dict[str, int] = {}  # sandbox losses outside a step, per instance
@@ -278,6 +284,8 @@ class Engine:
         if record.status == "waitingForPause":
             self._pause.discard(instance_id)
             await self.store.update_instance(instance_id, status="queued")
+            # running: it goes on, then runs again; not running (it suspended meanwhile): now
+            self.scheduler.ready(instance_id, record.tenant)
             return
         if record.status != "paused":
             raise InvalidTransition(
@@ -295,8 +303,12 @@ class Engine:
         record = await self.record(instance_id)
         self._refuse_finished(record, "terminated")
         self._fence(instance_id)
-        await self.store.update_instance(
-            instance_id, status="terminated", wake_at=None, updated=self.clock.now()
+        await self.store.fence(
+            instance_id,
+            status="terminated",
+            wake_at=None,
+            waiting_for=None,
+            updated=self.clock.now(),
         )
 
     async def restart(self, instance_id: str, from_step: str | None = None) -> None:
@@ -339,15 +351,47 @@ class Engine:
             )
 
     def _fence(self, instance_id: str) -> None:
-        """Make any running wake-up of the instance stale, and forget its timers."""
-        self._generation[instance_id] = self._generation.get(instance_id, 0) + 1
+        """Stop any running wake-up of the instance here at once, and forget its timers; the
+        store's generation (moved on by the caller's write) fences it everywhere else."""
+        session = self._sessions.get(instance_id)
+        if session is not None:
+            session.fenced()
         self._pause.discard(instance_id)
+        self._store_retries.pop(instance_id, None)
         self.scheduler.cancel(instance_id)
 
-    # --- what sessions ask -----------------------------------------------------------------------
+    # --- what wake-ups ask -----------------------------------------------------------------------
 
-    def is_current(self, instance_id: str, generation: int) -> bool:
-        return self._generation.get(instance_id, 0) == generation and not self.closed
+    @contextlib.contextmanager
+    def running_session(self, session: StepSession) -> Iterator[None]:
+        """The wake-up of `session.id` runs here: a fence reaches it through `_fence`."""
+        self._sessions[session.id] = session
+        try:
+            yield
+        finally:
+            if self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
+
+    def store_failed(self, instance_id: str, error: StoreError) -> None:
+        """A store failure stopped a wake-up: run it again after a backoff (0.2 s doubling to
+        30 s); the instance keeps its stored status meanwhile."""
+        if self.closed:
+            return
+        self.store_failures += 1
+        tries = self._store_retries.get(instance_id, 0) + 1
+        self._store_retries[instance_id] = tries
+        delay = min(0.2 * 2 ** (tries - 1), 30.0)
+        log.warning(
+            "store failure during the wake-up of instance %r (%s); trying again in %.1f s",
+            instance_id,
+            error,
+            delay,
+        )
+        tenant = instance_id.split("/", 1)[0] if "/" in instance_id else None
+        self.scheduler.at(instance_id, tenant, self.clock.now() + delay)
+
+    def store_recovered(self, instance_id: str) -> None:
+        self._store_retries.pop(instance_id, None)
 
     def pause_wanted(self, instance_id: str) -> bool:
         return instance_id in self._pause
@@ -357,9 +401,6 @@ class Engine:
 
     def park(self, record: InstanceRecord) -> None:
         self._parked.setdefault(record.workflow, []).append((record.id, record.tenant))
-
-    def generation(self, instance_id: str) -> int:
-        return self._generation.get(instance_id, 0)
 
     async def _wake(self, instance_id: str, due: float) -> None:
         await wake_up(self, instance_id, due)
@@ -399,6 +440,7 @@ class Engine:
             "running": len(self.scheduler.running),
             "ready": self.scheduler.queued,
             "hibernating": self.scheduler.waiting,
+            "store_failures": self.store_failures,
             **self.hotpath.snapshot(),
         }
 

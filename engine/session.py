@@ -7,9 +7,16 @@ and `wait`. Each write is one store transaction and is durable before the answer
 step's result is recorded before tenant code sees it. The time from an attempt's `begin` to its
 outcome (complete, failed, retry) goes to `engine.step_observers`, when there are any.
 
-A session is fenced by the instance's generation: after `terminate`, `restart` or `delete`, its
-calls fail and write nothing. Values from the sandbox are checked here again (types, sizes,
-config), since the sandbox is not trusted.
+A session is fenced by the instance's generation, in memory and in the store: after `terminate`,
+`restart` or `delete` (on this host or another), its calls fail and write nothing, and the call
+running the workflow is abandoned (its sandbox killed), so the tenant's code gets to run no
+further step or binding call of that run. Values from the sandbox are checked here again (types,
+sizes, config), since the sandbox is not trusted.
+
+A store failure (disk full, I/O error, a lost database) is never the tenant's: the call that hit
+it answers "stop" in the form its method expects, the step object suspends the run, nothing is
+recorded, and the wake-up is retried after a backoff (`store_failure`). A step whose result did
+not commit is an attempt that did not finish: it runs again (at least once).
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from dynworkers.engine import rules
-from dynworkers.engine.store import EventRecord, InstanceRecord, StepRecord
+from dynworkers.engine.store import (
+    EventRecord,
+    InstanceNotFound,
+    InstanceRecord,
+    StaleGeneration,
+    StepRecord,
+    StoreError,
+)
 from dynworkers.loader import Binding
 
 if TYPE_CHECKING:
@@ -39,14 +53,17 @@ class StepSession(Binding):
     kind = "step"
     methods = frozenset({"begin", "complete", "fail", "retry", "sleep", "wait"})
 
-    def __init__(
-        self, engine: Engine, record: InstanceRecord, steps: list[StepRecord], generation: int
-    ) -> None:
+    def __init__(self, engine: Engine, record: InstanceRecord, steps: list[StepRecord]) -> None:
         self.engine = engine
         self.id = record.id
         self.tenant = record.tenant
         self.steps = steps
-        self.generation = generation
+        #: the generation this wake-up began with: every write carries it
+        self.generation = record.generation
+        #: set when the instance was terminated, restarted or deleted meanwhile
+        self.stale = False
+        #: the store failure that stopped this wake-up; it runs again after a backoff
+        self.store_failure: StoreError | None = None
         #: (position, name, occurrence, attempt, config) of the step attempt running now
         self.in_flight: tuple[int, str, int, int, dict[str, Any]] | None = None
         #: the status and wake time this wake-up already recorded durably, if it suspended
@@ -79,13 +96,32 @@ class StepSession(Binding):
     def granted(self, control: Any) -> None:
         self._control = control
 
+    def current(self) -> bool:
+        return not self.stale and not self.engine.closed
+
+    def fenced(self) -> None:
+        """The instance was terminated, restarted or deleted: refuse every later call of this
+        wake-up and abandon the call that runs it (its sandbox is killed)."""
+        self.stale = True
+        if self._control is not None:
+            self._control.abort(f"workflow instance {self.id!r} was terminated or deleted")
+
     async def call(
         self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
-        if not self.engine.is_current(self.id, self.generation):
+        if not self.current():
             raise StaleSession(f"instance {self.id!r} was terminated, restarted or deleted")
         handler = getattr(self, f"_{method}")
-        return await handler(*args, **kwargs)
+        try:
+            return await handler(*args, **kwargs)
+        except (StaleGeneration, InstanceNotFound):
+            self.fenced()
+            raise StaleSession(
+                f"instance {self.id!r} was terminated, restarted or deleted"
+            ) from None
+        except StoreError as exc:
+            self.store_failure = exc
+            return _stopped(method, self.engine.clock.now())
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -106,13 +142,20 @@ class StepSession(Binding):
     def _waiting(self, wake_at: float | None, waiting_for: str | None = None) -> dict[str, Any]:
         """Instance fields for a suspension, or for a pause asked for meanwhile."""
         status = "paused" if self.engine.pause_wanted(self.id) else "waiting"
-        self.suspended = (status, wake_at)
         return {
             "status": status,
             "wake_at": wake_at,
             "waiting_for": waiting_for,
             "updated": self.engine.clock.now(),
         }
+
+    async def _suspend(self, step: StepRecord | None, fields: dict[str, Any]) -> None:
+        """Record a suspension durably; only then is it this wake-up's outcome."""
+        await self.engine.store.record(step, self.id, generation=self.generation, **fields)
+        self.suspended = (fields["status"], fields["wake_at"])
+
+    async def _write(self, step: StepRecord | None, **fields: Any) -> None:
+        await self.engine.store.record(step, self.id, generation=self.generation, **fields)
 
     def _attempt_ended(self, outcome: str) -> None:
         """Tell the engine's step observers how long the attempt in flight took."""
@@ -129,9 +172,9 @@ class StepSession(Binding):
         if self.engine.pause_wanted(self.id):
             fields = self._waiting(None)
             fields["status"] = "paused"
-            await self.engine.store.record(step, self.id, **fields)
+            await self._suspend(step, fields)
             return "pause"
-        await self.engine.store.record(step, self.id)
+        await self._write(step)
         return "go"
 
     # --- calls from the step object --------------------------------------------------------------
@@ -183,7 +226,7 @@ class StepSession(Binding):
         self._attempt_ended("retry")
         self.recorded += 1
         self.in_flight = None
-        await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
+        await self._suspend(pending, self._waiting(wake_at))
         return int(wake_at * 1000)
 
     async def _sleep(
@@ -197,10 +240,9 @@ class StepSession(Binding):
             wake_at = now + rules.duration_ms(delay_ms, "sleep duration") / 1000
         self.recorded += 1
         if wake_at <= now:
-            await self.engine.store.record(replace(step, status="complete"), self.id)
+            await self._write(replace(step, status="complete"))
             return None
-        pending = replace(step, wake_at=wake_at)
-        await self.engine.store.record(pending, self.id, **self._waiting(wake_at))
+        await self._suspend(replace(step, wake_at=wake_at), self._waiting(wake_at))
         return int(wake_at * 1000)
 
     async def _wait(
@@ -208,27 +250,32 @@ class StepSession(Binding):
     ) -> dict[str, Any]:
         step = self._step(position, "wait", name, occurrence)
         rules.check_event_type(type)
-        store, now = self.engine.store, self.engine.clock.now()
-        event = await store.take_event_into(step, type, _event_bytes)
-        if event is not None:
-            self.recorded += 1
-            control = "go"
-            if self.engine.pause_wanted(self.id):
-                await store.record(None, self.id, **self._waiting(None))
-                control = "pause"
-            return {"status": "event", "event": _event_bytes(event), "control": control}
+        now = self.engine.clock.now()
         previous = self.steps[position] if position < len(self.steps) else None
         if previous is not None and previous.kind == "wait" and previous.wake_at is not None:
             wake_at = previous.wake_at  # the timeout was fixed when the wait began
         else:
             wake_at = now + rules.duration_ms(timeout_ms, "wait timeout") / 1000
-        self.recorded += 1
-        if wake_at <= now:
+        timed_out = wake_at <= now
+        if timed_out:  # unless an event is buffered after all: then it wins
             timeout = _failure({"name": "WaitTimeout", "message": f"no {type!r} event"})
-            await store.record(replace(step, status="failed", error=timeout), self.id)
+            pending, fields = replace(step, status="failed", error=timeout), {}
+        else:
+            pending, fields = replace(step, wake_at=wake_at), self._waiting(wake_at, type)
+        # one transaction: take a buffered event, or record the wait (see Store.wait_for_event)
+        event = await self.engine.store.wait_for_event(
+            pending, type, _event_bytes, generation=self.generation, **fields
+        )
+        self.recorded += 1
+        if event is not None:
+            control = "go"
+            if self.engine.pause_wanted(self.id):
+                await self._suspend(None, self._waiting(None))
+                control = "pause"
+            return {"status": "event", "event": _event_bytes(event), "control": control}
+        if timed_out:
             return {"status": "timeout"}
-        pending = replace(step, wake_at=wake_at)
-        await store.record(pending, self.id, **self._waiting(wake_at, waiting_for=type))
+        self.suspended = (fields["status"], wake_at)
         return {"status": "wait", "wake": int(wake_at * 1000)}
 
     # --- losses the engine reports ---------------------------------------------------------------
@@ -237,24 +284,31 @@ class StepSession(Binding):
         """The sandbox died or timed out during a step attempt: count it as a failed attempt.
 
         True if there was an attempt in flight (and it is now recorded)."""
-        if self.in_flight is None or not self.engine.is_current(self.id, self.generation):
+        if self.in_flight is None or not self.current():
             return False
         position, step_name, occurrence, attempt, config = self.in_flight
         step = StepRecord(self.id, position, "do", step_name, occurrence, "pending")
         if attempt > config["retries"]["limit"]:
             failure = _failure({"name": name, "message": message})
             self._attempt_ended("failed")
-            await self.engine.store.record(
-                replace(step, status="failed", error=failure, attempts=attempt),
-                self.id,
-                status="queued",
-                wake_at=None,
-                updated=self.engine.clock.now(),
+            fields = {"status": "queued", "wake_at": None, "updated": self.engine.clock.now()}
+            await self._suspend(
+                replace(step, status="failed", error=failure, attempts=attempt), fields
             )
-            self.suspended = ("queued", None)
         else:
             await self.schedule_retry(step, attempt, config)
         return True
+
+
+def _stopped(method: str, now: float) -> Any:
+    """The answer that makes the step object suspend the run, in the form `method` returns:
+    "stop" for complete and fail, a wake time for retry, sleep and wait."""
+    now_ms = int(now * 1000)
+    if method in ("complete", "fail"):
+        return "stop"
+    if method == "wait":
+        return {"status": "wait", "wake": now_ms}
+    return now_ms
 
 
 def _failure(error: Any) -> bytes:

@@ -23,6 +23,7 @@ from dynworkers.engine.store import (
     EventRecord,
     InstanceNotFound,
     InstanceRecord,
+    StaleGeneration,
     StepRecord,
     Store,
     StoreError,
@@ -85,11 +86,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, minute, name)
     ) WITHOUT ROWID;
     """,
+    """
+    -- the fence: terminate, restart and delete move it on, and a wake-up's writes carry theirs
+    ALTER TABLE instances ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 _INSTANCE_FIELDS = (
     "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
-    "waiting_for"
+    "waiting_for, generation"
 )
 _STEP_FIELDS = (
     "instance_id, position, kind, name, occurrence, status, result, error, attempts, config, "
@@ -211,6 +216,9 @@ class SQLiteStore(Store):
                 db.execute("SAVEPOINT op")
                 try:
                     value = operation(db)
+                except sqlite3.Error as exc:  # disk full, I/O error, locked: not the caller's
+                    db.execute("ROLLBACK TO op")
+                    outcomes.append((future, False, StoreError(f"write failed: {exc}")))
                 except Exception as exc:
                     db.execute("ROLLBACK TO op")
                     outcomes.append((future, False, exc))
@@ -242,7 +250,7 @@ class SQLiteStore(Store):
                 # OR IGNORE: an id that exists is skipped, as create_batch promises
                 cursor = db.execute(
                     f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id,
                         r.workflow,
@@ -256,6 +264,7 @@ class SQLiteStore(Store):
                         r.error,
                         r.wake_at,
                         r.waiting_for,
+                        r.generation,
                     ),
                 )
                 if cursor.rowcount:
@@ -345,16 +354,64 @@ class SQLiteStore(Store):
     async def put_step(self, step: StepRecord) -> None:
         await self._do(lambda db: _put_step(db, step))
 
-    async def record(self, step: StepRecord | None, instance_id: str, **fields: object) -> None:
+    async def record(
+        self,
+        step: StepRecord | None,
+        instance_id: str,
+        *,
+        generation: int | None = None,
+        **fields: object,
+    ) -> None:
         _check_fields(fields)
 
         def operation(db: sqlite3.Connection) -> None:
+            if generation is not None:
+                _check_generation(db, instance_id, generation)
             if fields:
                 _update(db, instance_id, fields)
             if step is not None:
                 _put_step(db, step)
 
         await self._do(operation)
+
+    async def wait_for_event(
+        self,
+        pending: StepRecord,
+        type: str,
+        encode: Callable[[EventRecord], bytes],
+        *,
+        generation: int | None = None,
+        **fields: object,
+    ) -> EventRecord | None:
+        _check_fields(fields)
+        instance_id = pending.instance_id
+
+        def operation(db: sqlite3.Connection) -> EventRecord | None:
+            if generation is not None:
+                _check_generation(db, instance_id, generation)
+            # one transaction with deliver_event's: the event is either buffered now (taken
+            # here) or delivered after this commit (and then finds the instance waiting)
+            event = _take_event(db, instance_id, type)
+            if event is not None:
+                _put_step(db, replace(pending, status="complete", result=encode(event)))
+                return event
+            if fields:
+                _update(db, instance_id, fields)
+            _put_step(db, pending)
+            return None
+
+        return await self._do(operation)
+
+    async def fence(self, instance_id: str, **fields: object) -> int:
+        _check_fields(fields)
+
+        def operation(db: sqlite3.Connection) -> int:
+            generation = _next_generation(db, instance_id)
+            if fields:
+                _update(db, instance_id, fields)
+            return generation
+
+        return await self._do(operation)
 
     async def delete_steps_from(self, instance_id: str, position: int) -> None:
         def operation(db: sqlite3.Connection) -> None:
@@ -376,17 +433,6 @@ class SQLiteStore(Store):
 
     async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
         return await self._do(lambda db: _take_event(db, instance_id, type))
-
-    async def take_event_into(
-        self, step: StepRecord, type: str, encode: Callable[[EventRecord], bytes]
-    ) -> EventRecord | None:
-        def operation(db: sqlite3.Connection) -> EventRecord | None:
-            event = _take_event(db, step.instance_id, type)
-            if event is not None:
-                _put_step(db, replace(step, status="complete", result=encode(event)))
-            return event
-
-        return await self._do(operation)
 
     async def deliver_event(
         self, instance_id: str, type: str, payload: bytes, timestamp: float, now: float
@@ -418,6 +464,7 @@ class SQLiteStore(Store):
 
     async def restart(self, instance_id: str, position: int, now: float) -> None:
         def operation(db: sqlite3.Connection) -> None:
+            _next_generation(db, instance_id)
             _update(
                 db,
                 instance_id,
@@ -484,6 +531,26 @@ def _update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object])
     )
     if cursor.rowcount == 0:
         raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+
+
+def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> None:
+    row = db.execute("SELECT generation FROM instances WHERE id=?", (instance_id,)).fetchone()
+    if row is None or row[0] != generation:
+        raise StaleGeneration(
+            f"instance {instance_id!r} was terminated, restarted or deleted since this wake-up "
+            "began; nothing was written"
+        )
+
+
+def _next_generation(db: sqlite3.Connection, instance_id: str) -> int:
+    # RETURNING: the read and the increment are one statement, inside the caller's transaction
+    row = db.execute(
+        "UPDATE instances SET generation = generation + 1 WHERE id=? RETURNING generation",
+        (instance_id,),
+    ).fetchone()
+    if row is None:
+        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+    return int(row[0])
 
 
 def _put_step(db: sqlite3.Connection, step: StepRecord) -> None:

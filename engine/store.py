@@ -7,7 +7,19 @@ among many callers (group commit).
 
 Errors: `StoreError` for a backend failure, `InstanceNotFound(LookupError)` and
 `InstanceExists(ValueError)` for the caller's mistakes; a failed write leaves nothing half done
-(each call is one transaction).
+(each call is one transaction). `StaleGeneration` is not a failure: a fenced write found that the
+instance was terminated, restarted or deleted since its wake-up began, and wrote nothing.
+
+    EngineError
+    ├── StoreError            the backend failed (disk full, I/O error, server gone): retry later
+    │   ├── InstanceNotFound  (LookupError)
+    │   └── InstanceExists    (ValueError)
+    └── StaleGeneration       a fenced write lost to terminate, restart or delete
+
+The fence: every instance has a `generation`. `fence()` and `restart()` move it on in the same
+transaction that changes the instance, and every write a wake-up makes carries the generation it
+began with (`record(..., generation=g)`, `wait_for_event(..., generation=g)`), so a wake-up that
+lost the race to a terminate, a restart or a delete writes nothing, on this host or any other.
 """
 
 from __future__ import annotations
@@ -31,6 +43,11 @@ class InstanceExists(StoreError, ValueError):
     """An instance with that id already exists."""
 
 
+class StaleGeneration(EngineError):
+    """A fenced write found the instance terminated, restarted or deleted since its wake-up
+    began (its generation moved on, or the instance is gone); nothing was written."""
+
+
 @dataclass(frozen=True)
 class InstanceRecord:
     id: str
@@ -50,6 +67,9 @@ class InstanceRecord:
     wake_at: float | None = None
     #: the event type a waiting instance waits for; an event of that type wakes it at once
     waiting_for: str | None = None
+    #: moves on at every terminate, restart and delete: a wake-up's writes carry the one it
+    #: began with, and a write with an older one is refused (`StaleGeneration`)
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -139,15 +159,40 @@ class Store(abc.ABC):
 
     # composite operations: each is one transaction
     @abc.abstractmethod
-    async def record(self, step: StepRecord | None, instance_id: str, **fields: object) -> None:
-        """Put `step` (if any) and update the instance's `fields` (if any), atomically."""
+    async def record(
+        self,
+        step: StepRecord | None,
+        instance_id: str,
+        *,
+        generation: int | None = None,
+        **fields: object,
+    ) -> None:
+        """Put `step` (if any) and update the instance's `fields` (if any), atomically.
+
+        With `generation`, only while the instance still has that generation: else
+        `StaleGeneration` and nothing written."""
 
     @abc.abstractmethod
-    async def take_event_into(
-        self, step: StepRecord, type: str, encode: Callable[[EventRecord], bytes]
+    async def wait_for_event(
+        self,
+        pending: StepRecord,
+        type: str,
+        encode: Callable[[EventRecord], bytes],
+        *,
+        generation: int | None = None,
+        **fields: object,
     ) -> EventRecord | None:
-        """Take the oldest buffered event of `type` and record `step` complete with
-        `encode(event)` as its result, atomically; None (and nothing written) if none."""
+        """One atomic step for `step.wait_for_event`: take the oldest buffered event of `type`
+        and record `pending` complete with `encode(event)` as its result (return the event);
+        or, when none is buffered, record `pending` and update the instance's `fields` (return
+        None). An event delivered a moment later then finds the instance waiting for it, so no
+        event can land between "none buffered" and "waiting for one". Fenced by `generation`
+        as `record` is."""
+
+    @abc.abstractmethod
+    async def fence(self, instance_id: str, **fields: object) -> int:
+        """Move the instance's generation on and update its `fields`, atomically; return the
+        new generation. Every wake-up that began before is fenced out."""
 
     @abc.abstractmethod
     async def deliver_event(
@@ -158,7 +203,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def restart(self, instance_id: str, position: int, now: float) -> None:
-        """Forget steps from `position` on and make the instance queued again, atomically."""
+        """Forget steps from `position` on, move the generation on and make the instance
+        queued again, atomically."""
 
     @abc.abstractmethod
     async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:

@@ -13,7 +13,15 @@ How a wake-up ends:
   is scheduled, or the step fails for good); outside any step: the wake-up runs again, and
   after `MAX_LOSSES` losses in a row that were the tenant's fault the instance is errored;
 - the supervisor evicted the sandbox for its own reasons (capacity, idle, manual, shutdown,
-  redeploy): the wake-up simply runs again; nothing recorded is lost.
+  redeploy): the wake-up simply runs again; nothing recorded is lost;
+- the store failed (disk full, I/O error, a lost database): never the tenant's fault. Nothing
+  more is written, the instance keeps its status, and the wake-up runs again after a backoff
+  (`Engine.store_failed`) until the store takes writes again;
+- the instance was terminated, restarted or deleted meanwhile (here or on another host): every
+  write is fenced by its generation, so the wake-up ends having written nothing more.
+
+Every write a wake-up makes carries the generation it began with (`Store.record(...,
+generation=)`), and a pause asked for while it ran is settled when it suspends.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dynworkers.engine.dispatch import DynamicWorkflowEntrypoint, WorkflowContex
 from dynworkers.engine.errors import EngineClosed
 from dynworkers.engine.replay import WorkflowEntrypoint, run_workflow
 from dynworkers.engine.session import StaleSession, StepSession
-from dynworkers.engine.store import InstanceNotFound, InstanceRecord, StoreError
+from dynworkers.engine.store import InstanceNotFound, InstanceRecord, StaleGeneration, StoreError
 from dynworkers.runtime.errors import PoolBusy, SandboxError, SupervisorClosed, TenantError
 
 if TYPE_CHECKING:
@@ -46,12 +54,19 @@ TENANT_FAULTS = frozenset({"crash", "memory", "deadline", "protocol"})
 
 
 async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
-    store = engine.store
-    generation = engine.generation(instance_id)  # before any await: a terminate now fences us
     try:
-        record = await store.get_instance(instance_id)
+        await _wake_up(engine, instance_id, due)
+    except (StaleGeneration, StaleSession):
+        return  # fenced: whoever fenced it wrote the instance's new state
     except InstanceNotFound:
-        return
+        return  # deleted meanwhile
+    except StoreError as exc:
+        engine.store_failed(instance_id, exc)
+
+
+async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
+    store = engine.store
+    record = await store.get_instance(instance_id)
     now = engine.clock.now()
     if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
         engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
@@ -62,7 +77,7 @@ async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
     if workflow is None:
         engine.park(record)  # runs when the host registers the workflow
         return
-    session = StepSession(engine, record, await store.steps(instance_id), generation)
+    session = StepSession(engine, record, await store.steps(instance_id))
     session.due_ms = max(0.0, now - due) * 1000
     local = record.id.removeprefix(f"{record.tenant}/") if record.tenant else record.id
     event = {
@@ -71,23 +86,26 @@ async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
         "instance_id": local,
         "workflow_name": record.workflow,
     }
-    try:
-        outcome = await _run(engine, workflow.entrypoint, event, session, record)
-    except (SupervisorClosed, EngineClosed, StaleSession, StoreError):
-        return  # shutting down, or fenced: the store holds what happened
-    except PoolBusy:
-        engine.scheduler.at(instance_id, record.tenant, engine.clock.now() + 0.05)
-        return
-    except SandboxError as exc:
-        await _lost(engine, session, record, exc)
-        return
-    except TenantError as exc:
-        await _settle(engine, session, {"name": exc.type_name, "message": exc.message})
-        return
-    except Exception as exc:  # the loader callback, the envelope, a host workflow's run()
-        await _settle(engine, session, {"name": type(exc).__name__, "message": str(exc)})
-        return
-    await _outcome(engine, session, record, outcome)
+    with engine.running_session(session):
+        try:
+            outcome = await _run(engine, workflow.entrypoint, event, session, record)
+        except (SupervisorClosed, EngineClosed, StaleSession):
+            return  # shutting down, or fenced: the store holds what happened
+        except PoolBusy:
+            engine.scheduler.at(instance_id, record.tenant, engine.clock.now() + 0.05)
+            return
+        except SandboxError as exc:
+            await _lost(engine, session, record, exc)
+            return
+        except TenantError as exc:
+            await _settle(engine, session, {"name": exc.type_name, "message": exc.message})
+            return
+        except Exception as exc:  # the loader callback, the envelope, a host workflow's run()
+            if session.store_failure is not None:
+                raise session.store_failure from None
+            await _settle(engine, session, {"name": type(exc).__name__, "message": str(exc)})
+            return
+        await _outcome(engine, session, record, outcome)
 
 
 async def _run(
@@ -128,9 +146,12 @@ async def _outcome(
     engine: Engine, session: StepSession, record: InstanceRecord, outcome: Any
 ) -> None:
     instance_id = record.id
-    if not engine.is_current(instance_id, session.generation):
+    if not session.current():
         return
+    if session.store_failure is not None:
+        raise session.store_failure
     engine.losses.pop(instance_id, None)
+    engine.store_recovered(instance_id)
     if not isinstance(outcome, dict) or outcome.get("s") not in ("complete", "suspend"):
         await _settle(engine, session, {"name": "ProtocolError", "message": "bad run outcome"})
         return
@@ -140,8 +161,10 @@ async def _outcome(
         if not isinstance(output, bytes) or len(output) > rules.MAX_PAYLOAD_BYTES:
             await _settle(engine, session, {"name": "ResultError", "message": "bad output"})
             return
-        await engine.store.update_instance(
+        await engine.store.record(
+            None,
             instance_id,
+            generation=session.generation,
             status="complete",
             output=output,
             wake_at=None,
@@ -160,13 +183,32 @@ async def _outcome(
         wake_at = wake / 1000 if isinstance(wake, int) else None
         status = "paused" if engine.pause_wanted(instance_id) or why == "pause" else "waiting"
         event_type = outcome.get("type") if isinstance(outcome.get("type"), str) else None
-        await engine.store.update_instance(
-            instance_id, status=status, wake_at=wake_at, waiting_for=event_type, updated=now
+        await engine.store.record(
+            None,
+            instance_id,
+            generation=session.generation,
+            status=status,
+            wake_at=wake_at,
+            waiting_for=event_type,
+            updated=now,
         )
-    _schedule(engine, record, status, wake_at)
+    await _schedule(engine, session, record, status, wake_at)
 
 
-def _schedule(engine: Engine, record: InstanceRecord, status: str, wake_at: float | None) -> None:
+async def _schedule(
+    engine: Engine, session: StepSession, record: InstanceRecord, status: str, wake_at: float | None
+) -> None:
+    if status != "paused" and engine.pause_wanted(record.id):
+        # a pause asked for after the suspension was written: settle it now, or the instance
+        # would stay waitingForPause with nobody to finish the pause
+        await engine.store.record(
+            None,
+            record.id,
+            generation=session.generation,
+            status="paused",
+            updated=engine.clock.now(),
+        )
+        status = "paused"
     if status == "paused":
         engine.pause_done(record.id)
     elif status == "queued" or (status == "waiting" and wake_at is None):
@@ -177,12 +219,17 @@ def _schedule(engine: Engine, record: InstanceRecord, status: str, wake_at: floa
 
 async def _settle(engine: Engine, session: StepSession, error: dict[str, str]) -> None:
     """The instance failed for good."""
-    if not engine.is_current(session.id, session.generation):
+    if not session.current():
         return
+    if session.store_failure is not None:
+        raise session.store_failure
     engine.losses.pop(session.id, None)
+    engine.store_recovered(session.id)
     engine.pause_done(session.id)
-    await engine.store.update_instance(
+    await engine.store.record(
+        None,
         session.id,
+        generation=session.generation,
         status="errored",
         error=_encode({"name": error["name"][:256], "message": error["message"][:4096]}),
         wake_at=None,
@@ -195,8 +242,10 @@ async def _lost(
     engine: Engine, session: StepSession, record: InstanceRecord, exc: SandboxError
 ) -> None:
     """The sandbox ended during the wake-up."""
-    if not engine.is_current(record.id, session.generation):
+    if not session.current():
         return
+    if session.store_failure is not None:
+        raise session.store_failure
     reason = exc.reason or "crash"
     if reason in TENANT_FAULTS and await session.attempt_lost(type(exc).__name__, str(exc)):
         engine.losses.pop(record.id, None)  # counted against the step's retries instead
@@ -215,4 +264,4 @@ async def _lost(
     if session.suspended is None:
         return
     status, wake_at = session.suspended
-    _schedule(engine, record, status, wake_at)
+    await _schedule(engine, session, record, status, wake_at)

@@ -26,6 +26,7 @@ EVICTION_REASONS = (
     "redeploy",
     "specialise",
     "manual",
+    "aborted",
 )
 
 

@@ -42,6 +42,7 @@ from dynworkers.runtime.errors import (
     PoolBusy,
     ResultError,
     SandboxCrashed,
+    SandboxError,
     SandboxTimeout,
     SpecialiseError,
     SupervisorClosed,
@@ -69,6 +70,10 @@ MiB = 1 << 20
 
 class _Expired(Exception):
     """The deadline timer fired on a reply future."""
+
+
+class _Aborted(Exception):
+    """The call's owner abandoned it (`CallControl.abort`): its sandbox must stop at once."""
 
 
 def _expire(future: asyncio.Future[protocol.Message]) -> None:
@@ -101,6 +106,13 @@ class CallControl:
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+    def abort(self, why: str) -> None:
+        """End the call now and kill its sandbox, whatever the tenant code is doing: the engine
+        does this when the workflow instance the call runs was terminated or deleted, so that
+        no later step or binding call of that run happens."""
+        if not self._future.done():
+            self._future.set_exception(_Aborted(why))
 
 
 @dataclass(frozen=True)
@@ -367,6 +379,10 @@ class Supervisor:
             )
             pool.evict(handle, "deadline", error)
             raise error from None
+        except _Aborted as exc:
+            aborted = SandboxError(handle.tenant_id, f"the call was abandoned: {exc}", "aborted")
+            pool.evict(handle, "aborted", aborted)
+            raise aborted from None
         finally:
             control.cancel()
 

@@ -80,7 +80,7 @@ class _Scrape:
     pool: tuple[int, int, int, int] | None = None  # sandboxes, capacity, spares, booting
     memory: list[tuple[str, int]] = field(default_factory=list)  # (tenant, RSS bytes)
     instances: dict[str, int] | None = None
-    engine: tuple[int, int, int] | None = None  # running, ready, hibernating
+    engine: tuple[int, int, int, int] | None = None  # running, ready, hibernating, store failures
 
 
 def _resident(sandboxes: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -140,11 +140,16 @@ class _ScrapeCollector:
                 s.instances.items(),
             )
         if s.engine is not None:
-            running, ready, hibernating = s.engine
+            running, ready, hibernating, store_failures = s.engine
             yield _gauge("engine_running", "Workflow wake-ups running now.", running)
             yield _gauge("engine_ready", "Workflow instances ready, waiting for a slot.", ready)
             yield _gauge(
                 "engine_hibernating", "Workflow instances waiting on a timer.", hibernating
+            )
+            yield _counter(
+                "engine_store_failures",
+                "Workflow wake-ups a store failure stopped (each retried after a backoff).",
+                store_failures,
             )
 
 
@@ -291,7 +296,12 @@ class DaemonMetrics:
         engine = self.engine
         if engine is not None and engine.started and not engine.closed:
             stats = engine.stats()
-            scrape.engine = (stats["running"], stats["ready"], stats["hibernating"])
+            scrape.engine = (
+                stats["running"],
+                stats["ready"],
+                stats["hibernating"],
+                stats["store_failures"],
+            )
             try:
                 scrape.instances = await engine.count_instances()
             except EngineError:

@@ -1,6 +1,6 @@
 """The store contract for the composite operations: each is one transaction, all or nothing.
 
-`record`, `take_event_into`, `deliver_event`, `restart`, `unfinished`, the per-minute metrics,
+`record`, `wait_for_event`, `deliver_event`, `restart`, `unfinished`, the per-minute metrics,
 and the schema migration of an older database file. Written like `test_store_contract.py`:
 every backend in `backends` must pass; the migration test is SQLite's own.
 """
@@ -18,6 +18,7 @@ import pytest
 from dynworkers.engine import EventRecord, InstanceNotFound, InstanceRecord, StepRecord, Store
 from dynworkers.engine.errors import InvalidTransition
 from dynworkers.engine.sqlite_store import MIGRATIONS, SQLiteStore
+from dynworkers.engine.store import StaleGeneration
 from tests.engine.test_store_contract import record as instance
 from tests.engine.test_store_contract import run_with_store
 
@@ -99,10 +100,10 @@ def test_record_replaces_a_pending_step_by_its_next_state(tmp_path: Path) -> Non
     run_with_store(tmp_path, body)
 
 
-# --- take_event_into -----------------------------------------------------------------------------
+# --- wait_for_event -----------------------------------------------------------------------------
 
 
-def test_take_event_into_takes_the_oldest_of_the_type_and_completes_the_step(
+def test_wait_for_event_takes_the_oldest_of_the_type_and_completes_the_step(
     tmp_path: Path,
 ) -> None:
     async def body(store: Store) -> None:
@@ -111,7 +112,7 @@ def test_take_event_into_takes_the_oldest_of_the_type_and_completes_the_step(
         await store.add_event("a", "other", b"x", 2.0)
         await store.add_event("a", "approval", b"second", 3.0)
         pending = step("a", 0, "pending", kind="wait_for_event", name="wait", attempts=1)
-        event = await store.take_event_into(pending, "approval", encode)
+        event = await store.wait_for_event(pending, "approval", encode)
         assert event is not None
         assert (event.instance_id, event.type, event.payload, event.timestamp) == (
             "a",
@@ -137,21 +138,74 @@ def test_take_event_into_takes_the_oldest_of_the_type_and_completes_the_step(
     run_with_store(tmp_path, body)
 
 
-def test_take_event_into_writes_nothing_when_no_event_of_the_type_is_buffered(
+def test_wait_for_event_records_the_wait_when_no_event_of_the_type_is_buffered(
     tmp_path: Path,
 ) -> None:
     async def body(store: Store) -> None:
         await store.create_instances([instance("a")])
         await store.add_event("a", "other", b"x", 1.0)
-        pending = step("a", 0, "pending", kind="wait_for_event", name="wait")
-        assert await store.take_event_into(pending, "approval", encode) is None
-        assert await store.steps("a") == []
+        pending = step("a", 0, "pending", kind="wait", name="wait", wake_at=50.0)
+        fields = {"status": "waiting", "wake_at": 50.0, "waiting_for": "approval"}
+        assert await store.wait_for_event(pending, "approval", encode, **fields) is None
+        assert await store.steps("a") == [pending]
+        got = await store.get_instance("a")
+        assert (got.status, got.wake_at, got.waiting_for) == ("waiting", 50.0, "approval")
         assert await store.take_event("a", "other") is not None
 
     run_with_store(tmp_path, body)
 
 
-def test_take_event_into_whose_encode_fails_keeps_the_event_and_writes_no_step(
+def test_an_event_delivered_right_after_the_wait_is_recorded_wakes_the_instance(
+    tmp_path: Path,
+) -> None:
+    """No lost wake-up: "none buffered" and "waiting for it" are one transaction, so an event
+    sent concurrently is either taken by the wait or finds the instance waiting."""
+
+    async def body(store: Store) -> None:
+        await store.create_instances([instance("a"), instance("b")])
+        fields = {"status": "waiting", "wake_at": 50.0, "waiting_for": "approval"}
+        for instance_id, deliver_first in (("a", True), ("b", False)):
+            pending = step(instance_id, 0, "pending", kind="wait", name="wait", wake_at=50.0)
+            wait = store.wait_for_event(pending, "approval", encode, **fields)
+            deliver = store.deliver_event(instance_id, "approval", b"ok", 2.0, 2.0)
+            if deliver_first:
+                woke, event = await asyncio.gather(deliver, wait)
+                assert not woke and event is not None  # buffered, then taken by the wait
+            else:
+                event, woke = await asyncio.gather(wait, deliver)
+                assert event is None and woke  # waiting, then woken by the event
+                assert (await store.get_instance(instance_id)).status == "queued"
+
+    run_with_store(tmp_path, body)
+
+
+def test_fenced_writes_with_an_old_generation_write_nothing(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.create_instances([instance("a"), instance("b")])
+        assert (await store.get_instance("a")).generation == 0
+        await store.record(step("a", 0), "a", generation=0, status="waiting", wake_at=5.0)
+        assert await store.fence("a", status="terminated", wake_at=None) == 1
+        with pytest.raises(StaleGeneration):
+            await store.record(step("a", 1), "a", generation=0, status="complete")
+        pending = step("a", 1, "pending", kind="wait", name="wait")
+        with pytest.raises(StaleGeneration):
+            await store.wait_for_event(pending, "t", encode, generation=0, status="waiting")
+        got = await store.get_instance("a")
+        assert (got.status, got.generation) == ("terminated", 1)
+        assert [s.position for s in await store.steps("a")] == [0]
+        await store.record(None, "a", generation=1, updated=9.0)  # the current one writes
+        await store.restart("a", 0, 10.0)
+        assert (await store.get_instance("a")).generation == 2
+        await store.delete_instance("b")
+        with pytest.raises(StaleGeneration):
+            await store.record(None, "b", generation=0, status="complete")
+        with pytest.raises(InstanceNotFound):
+            await store.fence("b", status="terminated")
+
+    run_with_store(tmp_path, body)
+
+
+def test_wait_for_event_whose_encode_fails_keeps_the_event_and_writes_no_step(
     tmp_path: Path,
 ) -> None:
     def broken(event: EventRecord) -> bytes:
@@ -162,7 +216,7 @@ def test_take_event_into_whose_encode_fails_keeps_the_event_and_writes_no_step(
         await store.add_event("a", "approval", b"1", 1.0)
         pending = step("a", 0, "pending", kind="wait_for_event", name="wait")
         with pytest.raises(RuntimeError, match="cannot encode"):
-            await store.take_event_into(pending, "approval", broken)
+            await store.wait_for_event(pending, "approval", broken)
         assert await store.steps("a") == []
         kept = await store.take_event("a", "approval")
         assert kept is not None and kept.payload == b"1"
