@@ -31,6 +31,7 @@ import msgspec
 
 from dynworkers.engine import rules
 from dynworkers.engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
+from dynworkers.engine.hosts import HostLease, new_host_id
 from dynworkers.engine.hotpath import HotPath
 from dynworkers.engine.instances import Instance, Workflow
 from dynworkers.engine.scheduler import Clock, Scheduler
@@ -72,6 +73,10 @@ class Engine:
         max_steps: int = rules.DEFAULT_MAX_STEPS,
         env: Any = None,
         metrics_interval: float = 5.0,
+        host: str | None = None,
+        address: str = "",
+        lease: float = 5.0,
+        poll_interval: float = 1.0,
     ) -> None:
         self.supervisor = supervisor
         if store is None:
@@ -92,6 +97,17 @@ class Engine:
         self.step_observers: list[StepObserver] = []
         self.workflows: dict[str, Workflow] = {}
         self.scheduler = Scheduler(self._wake, self.clock, max_running)
+        #: this engine among those sharing the store: its id, lease and safety-net poll
+        self.host = host or new_host_id()
+        self.lease = HostLease(
+            self.store,
+            self.scheduler,
+            self.clock,
+            self.host,
+            address=address,
+            lease=lease,
+            poll_interval=poll_interval,
+        )
         self._sessions: dict[str, StepSession] = {}  # the running wake-ups, by instance
         self._store_retries: dict[str, int] = {}  # wake-ups in a row a store failure stopped
         #: wake-ups a store failure stopped, since start (logged, and in /metrics)
@@ -114,6 +130,8 @@ class Engine:
 
     async def start(self) -> None:
         await self.store.open()
+        self.store.subscribe(self._on_notice)
+        await self.lease.start()
         self.started = True
         _running.append(self)
         if self.supervisor is not None:
@@ -131,9 +149,7 @@ class Engine:
             elif status == "waiting" and wake_at is not None:
                 self.scheduler.at(instance_id, tenant, wake_at)
             elif status == "waitingForPause":  # it was running when asked to pause
-                await self.store.update_instance(
-                    instance_id, status="paused", updated=self.clock.now()
-                )
+                await self.store.request_pause(instance_id, self.clock.now())
 
     async def close(self) -> None:
         if self.closed:
@@ -142,6 +158,7 @@ class Engine:
         if self in _running:
             _running.remove(self)
         await self.scheduler.close()
+        await self.lease.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -240,7 +257,8 @@ class Engine:
     async def status(self, instance_id: str) -> dict[str, Any]:
         record = await self.record(instance_id)
         status = record.status
-        if instance_id in self.scheduler.running and status in ("queued", "waiting"):
+        running = instance_id in self.scheduler.running or record.owner is not None
+        if running and status in ("queued", "waiting"):
             status = "running"
         return {
             "status": status if status in STATUSES else "unknown",
@@ -267,23 +285,20 @@ class Engine:
         return counts
 
     async def pause(self, instance_id: str) -> None:
-        record = await self.record(instance_id)
-        self._refuse_finished(record, "paused")
-        if record.status in ("paused", "waitingForPause"):
-            return
-        now = self.clock.now()
-        if instance_id in self.scheduler.running:
-            self._pause.add(instance_id)  # the running wake-up stops after its current step
-            await self.store.update_instance(instance_id, status="waitingForPause", updated=now)
+        self._check_open()
+        status = await self.store.request_pause(instance_id, self.clock.now())
+        if status == "waitingForPause":  # a wake-up runs it, here or on another host
+            self._pause.add(instance_id)  # it stops after its current step
+            await self.store.notify(f"pause {instance_id}")
         else:
             self.scheduler.cancel(instance_id)
-            await self.store.update_instance(instance_id, status="paused", updated=now)
 
     async def resume(self, instance_id: str) -> None:
         record = await self.record(instance_id)
         if record.status == "waitingForPause":
             self._pause.discard(instance_id)
             await self.store.update_instance(instance_id, status="queued")
+            await self.store.notify(f"resume {instance_id}")
             # running: it goes on, then runs again; not running (it suspended meanwhile): now
             self.scheduler.ready(instance_id, record.tenant)
             return
@@ -308,8 +323,10 @@ class Engine:
             status="terminated",
             wake_at=None,
             waiting_for=None,
+            owner=None,
             updated=self.clock.now(),
         )
+        await self.store.notify(f"fence {instance_id}")
 
     async def restart(self, instance_id: str, from_step: str | None = None) -> None:
         record = await self.record(instance_id)
@@ -324,6 +341,7 @@ class Engine:
             position = positions[0]
         self._fence(instance_id)
         await self.store.restart(instance_id, position, self.clock.now())
+        await self.store.notify(f"fence {instance_id}")
         self.scheduler.ready(instance_id, record.tenant)
 
     async def send_event(self, instance_id: str, type: str, payload: Any = None) -> None:
@@ -335,13 +353,15 @@ class Engine:
             raise InvalidInput(str(exc)) from None
         now = self.clock.now()
         if await self.store.deliver_event(instance_id, type, data, now, now):
-            record = await self.store.get_instance(instance_id)
-            self.scheduler.ready(instance_id, record.tenant)
+            tenant = instance_id.split("/", 1)[0] if "/" in instance_id else ""
+            self.scheduler.ready(instance_id, tenant or None)
+            await self.store.notify(f"wake {instance_id} {tenant}")
 
     async def delete(self, instance_id: str) -> None:
         self._check_open()
         self._fence(instance_id)
         await self.store.delete_instance(instance_id)
+        await self.store.notify(f"fence {instance_id}")
 
     def _refuse_finished(self, record: InstanceRecord, wanted: str) -> None:
         if record.status in FINISHED:
@@ -359,6 +379,24 @@ class Engine:
         self._pause.discard(instance_id)
         self._store_retries.pop(instance_id, None)
         self.scheduler.cancel(instance_id)
+
+    def _on_notice(self, message: str) -> None:
+        """Another host (or this one) said something about an instance; on the loop."""
+        kind, _, rest = message.partition(" ")
+        instance_id, _, tenant = rest.partition(" ")
+        if not instance_id or self.closed:
+            return
+        if kind == "wake":  # an event woke it: whoever has a slot first claims it
+            self.scheduler.ready(instance_id, tenant or None)
+        elif kind == "fence":  # terminated, restarted or deleted through some host
+            session = self._sessions.get(instance_id)
+            if session is not None:
+                session.fenced()
+            self.scheduler.cancel(instance_id)
+        elif kind == "pause" and instance_id in self._sessions:
+            self._pause.add(instance_id)
+        elif kind == "resume":
+            self._pause.discard(instance_id)
 
     # --- what wake-ups ask -----------------------------------------------------------------------
 
@@ -399,7 +437,10 @@ class Engine:
     def pause_done(self, instance_id: str) -> None:
         self._pause.discard(instance_id)
 
-    def park(self, record: InstanceRecord) -> None:
+    async def park(self, record: InstanceRecord) -> None:
+        """The instance's workflow is not registered here: release the claim and keep it for
+        when the host registers the workflow (another host that has it may take it meanwhile)."""
+        await self.store.record(None, record.id, generation=record.generation, owner=None)
         self._parked.setdefault(record.workflow, []).append((record.id, record.tenant))
 
     async def _wake(self, instance_id: str, due: float) -> None:
@@ -441,6 +482,8 @@ class Engine:
             "ready": self.scheduler.queued,
             "hibernating": self.scheduler.waiting,
             "store_failures": self.store_failures,
+            "host": self.host,
+            "taken_over": self.lease.taken_over,
             **self.hotpath.snapshot(),
         }
 

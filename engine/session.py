@@ -146,6 +146,7 @@ class StepSession(Binding):
             "status": status,
             "wake_at": wake_at,
             "waiting_for": waiting_for,
+            "owner": None,  # the wake-up ends here: its claim is released with the suspension
             "updated": self.engine.clock.now(),
         }
 
@@ -292,6 +293,7 @@ class StepSession(Binding):
             failure = _failure({"name": name, "message": message})
             self._attempt_ended("failed")
             fields = {"status": "queued", "wake_at": None, "updated": self.engine.clock.now()}
+            # the claim stays: this host runs it again at once (`_lost` readies it)
             await self._suspend(
                 replace(step, status="failed", error=failure, attempts=attempt), fields
             )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from dynworkers.engine.errors import InvalidTransition
 from dynworkers.engine.store import (
     EventRecord,
+    HostRecord,
     InstanceNotFound,
     InstanceRecord,
     StaleGeneration,
@@ -90,12 +91,29 @@ MIGRATIONS: list[str] = [
     -- the fence: terminate, restart and delete move it on, and a wake-up's writes carry theirs
     ALTER TABLE instances ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    -- claims: the host whose wake-up runs the instance, lapsing with that host's lease
+    ALTER TABLE instances ADD COLUMN owner TEXT;
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        started REAL NOT NULL,
+        lease_until REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _INSTANCE_FIELDS = (
     "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
-    "waiting_for, generation"
+    "waiting_for, generation, owner"
 )
+#: a claim holds while its owner's lease is ahead of :now (no owner: nobody runs it)
+_UNOWNED = (
+    "(owner IS NULL OR owner = :host OR NOT EXISTS "
+    "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= :now))"
+)
+#: runnable now: queued, or waiting with no wake time or one that has passed
+_RUNNABLE = "(status = 'queued' OR (status = 'waiting' AND (wake_at IS NULL OR wake_at <= :now)))"
 _STEP_FIELDS = (
     "instance_id, position, kind, name, occurrence, status, result, error, attempts, config, "
     "wake_at"
@@ -111,6 +129,7 @@ _UPDATABLE = frozenset(
         "params",
         "tenant",
         "waiting_for",
+        "owner",
     }
 )
 _FINISHED = ("complete", "errored", "terminated")
@@ -250,7 +269,7 @@ class SQLiteStore(Store):
                 # OR IGNORE: an id that exists is skipped, as create_batch promises
                 cursor = db.execute(
                     f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id,
                         r.workflow,
@@ -265,6 +284,7 @@ class SQLiteStore(Store):
                         r.wake_at,
                         r.waiting_for,
                         r.generation,
+                        r.owner,
                     ),
                 )
                 if cursor.rowcount:
@@ -365,10 +385,11 @@ class SQLiteStore(Store):
         _check_fields(fields)
 
         def operation(db: sqlite3.Connection) -> None:
+            values = fields
             if generation is not None:
-                _check_generation(db, instance_id, generation)
-            if fields:
-                _update(db, instance_id, fields)
+                values = _settle_pause(_check_generation(db, instance_id, generation), fields)
+            if values:
+                _update(db, instance_id, values)
             if step is not None:
                 _put_step(db, step)
 
@@ -387,16 +408,17 @@ class SQLiteStore(Store):
         instance_id = pending.instance_id
 
         def operation(db: sqlite3.Connection) -> EventRecord | None:
+            values = fields
             if generation is not None:
-                _check_generation(db, instance_id, generation)
+                values = _settle_pause(_check_generation(db, instance_id, generation), fields)
             # one transaction with deliver_event's: the event is either buffered now (taken
             # here) or delivered after this commit (and then finds the instance waiting)
             event = _take_event(db, instance_id, type)
             if event is not None:
                 _put_step(db, replace(pending, status="complete", result=encode(event)))
                 return event
-            if fields:
-                _update(db, instance_id, fields)
+            if values:
+                _update(db, instance_id, values)
             _put_step(db, pending)
             return None
 
@@ -469,6 +491,7 @@ class SQLiteStore(Store):
                 db,
                 instance_id,
                 {
+                    "owner": None,
                     "status": "queued",
                     "output": None,
                     "error": None,
@@ -490,6 +513,88 @@ class SQLiteStore(Store):
                 "WHERE status NOT IN ('complete', 'errored', 'terminated') ORDER BY created"
             ).fetchall()
             return [tuple(row) for row in rows]
+
+        return await self._do(operation)
+
+    # --- hosts and claims ------------------------------------------------------------------------
+
+    async def register_host(self, host: str, address: str, now: float, lease_until: float) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO hosts (id, address, started, lease_until) VALUES (?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET address = excluded.address, "
+                "started = excluded.started, lease_until = excluded.lease_until",
+                (host, address, now, lease_until),
+            )
+
+        await self._do(operation)
+
+    async def renew_host(self, host: str, lease_until: float) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE hosts SET lease_until=? WHERE id=?", (lease_until, host))
+
+        await self._do(operation)
+
+    async def hosts(self) -> list[HostRecord]:
+        def operation(db: sqlite3.Connection) -> list[HostRecord]:
+            rows = db.execute(
+                "SELECT id, address, started, lease_until FROM hosts ORDER BY started"
+            ).fetchall()
+            return [HostRecord(*row) for row in rows]
+
+        return await self._do(operation)
+
+    async def claim(self, instance_id: str, host: str, now: float) -> tuple[InstanceRecord, bool]:
+        def operation(db: sqlite3.Connection) -> tuple[InstanceRecord, bool]:
+            # one statement: the check and the claim cannot be split by another claim
+            row = db.execute(
+                f"UPDATE instances SET owner = :host, generation = generation + 1 "
+                f"WHERE id = :id AND {_RUNNABLE} AND {_UNOWNED} RETURNING {_INSTANCE_FIELDS}",
+                {"host": host, "now": now, "id": instance_id},
+            ).fetchone()
+            if row is not None:
+                return _instance(row), True
+            row = db.execute(
+                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            return _instance(row), False
+
+        return await self._do(operation)
+
+    async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
+        def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
+            rows = db.execute(
+                f"SELECT id, tenant FROM instances WHERE {_RUNNABLE} AND {_UNOWNED} "
+                "ORDER BY COALESCE(wake_at, created) LIMIT :limit",
+                {"host": host, "now": now, "limit": limit},
+            ).fetchall()
+            return [(row[0], row[1]) for row in rows]
+
+        return await self._do(operation)
+
+    async def request_pause(self, instance_id: str, now: float) -> str:
+        def operation(db: sqlite3.Connection) -> str:
+            row = db.execute(
+                "SELECT status, owner IS NOT NULL AND EXISTS (SELECT 1 FROM hosts WHERE "
+                "hosts.id = instances.owner AND hosts.lease_until >= ?) FROM instances "
+                "WHERE id=?",
+                (now, instance_id),
+            ).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            status, running = row
+            if status in _FINISHED:
+                raise InvalidTransition(
+                    f"instance {instance_id!r} is {status}: it cannot be paused "
+                    "(restart it to run it again)"
+                )
+            if status in ("paused", "waitingForPause"):
+                return str(status)
+            wanted = "waitingForPause" if running else "paused"
+            _update(db, instance_id, {"status": wanted, "updated": now})
+            return wanted
 
         return await self._do(operation)
 
@@ -533,13 +638,24 @@ def _update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object])
         raise InstanceNotFound(f"no workflow instance {instance_id!r}")
 
 
-def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> None:
-    row = db.execute("SELECT generation FROM instances WHERE id=?", (instance_id,)).fetchone()
+def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> str:
+    """The instance's status, if it still has `generation`; else `StaleGeneration`."""
+    row = db.execute(
+        "SELECT generation, status FROM instances WHERE id=?", (instance_id,)
+    ).fetchone()
     if row is None or row[0] != generation:
         raise StaleGeneration(
-            f"instance {instance_id!r} was terminated, restarted or deleted since this wake-up "
-            "began; nothing was written"
+            f"instance {instance_id!r} was terminated, restarted, deleted or taken over since "
+            "this wake-up began; nothing was written"
         )
+    return str(row[1])
+
+
+def _settle_pause(status: str, fields: dict[str, object]) -> dict[str, object]:
+    """A wake-up that suspends while a pause waits for it leaves the instance paused."""
+    if status == "waitingForPause" and fields.get("status") in ("waiting", "queued"):
+        return {**fields, "status": "paused"}
+    return fields
 
 
 def _next_generation(db: sqlite3.Connection, instance_id: str) -> int:

@@ -67,9 +67,12 @@ class InstanceRecord:
     wake_at: float | None = None
     #: the event type a waiting instance waits for; an event of that type wakes it at once
     waiting_for: str | None = None
-    #: moves on at every terminate, restart and delete: a wake-up's writes carry the one it
-    #: began with, and a write with an older one is refused (`StaleGeneration`)
+    #: moves on at every claim, terminate, restart and delete: a wake-up's writes carry the
+    #: one its claim gave it, and a write with an older one is refused (`StaleGeneration`)
     generation: int = 0
+    #: the host whose wake-up runs the instance now (claimed), or None; a claim lapses with
+    #: its host's lease
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,16 @@ class StepRecord:
     config: bytes | None = None
     #: epoch seconds: when a pending sleep ends, a wait times out, or a retry is due
     wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host (an engine) sharing the store: its claims hold while `lease_until` is ahead."""
+
+    id: str
+    address: str
+    started: float
+    lease_until: float
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,46 @@ class Store(abc.ABC):
     async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:
         """(id, status, tenant, wake_at) of every instance not complete, errored or
         terminated: what a restarted engine must resume."""
+
+    # hosts and claims: several engines on one store
+    @abc.abstractmethod
+    async def register_host(self, host: str, address: str, now: float, lease_until: float) -> None:
+        """Add or refresh a host with its lease."""
+
+    @abc.abstractmethod
+    async def renew_host(self, host: str, lease_until: float) -> None:
+        """Move the host's lease on (its claims hold while it is ahead)."""
+
+    @abc.abstractmethod
+    async def hosts(self) -> list[HostRecord]: ...
+
+    @abc.abstractmethod
+    async def claim(self, instance_id: str, host: str, now: float) -> tuple[InstanceRecord, bool]:
+        """Claim a runnable instance for `host`'s wake-up, atomically: it must be queued, or
+        waiting with no wake time or one that has passed, and owned by nobody, by `host`, or by
+        a host whose lease lapsed. A claim moves the generation on (fencing out any wake-up of
+        a host that lost its lease). Return the record (claimed or not) and whether it was
+        claimed; `InstanceNotFound` if there is none."""
+
+    @abc.abstractmethod
+    async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
+        """(id, tenant) of up to `limit` instances due now that no live host owns, oldest first:
+        what `host` may take over (the safety net behind notifications)."""
+
+    @abc.abstractmethod
+    async def request_pause(self, instance_id: str, now: float) -> str:
+        """Pause atomically: "paused" if no live host runs it, else "waitingForPause" (the
+        running wake-up's last write turns it into "paused"). Return the status now held;
+        `InvalidTransition` for a finished instance."""
+
+    # notifications between hosts (a single-host store needs none)
+    async def notify(self, message: str) -> None:
+        """Tell every host sharing the store (including this one); a no-op on one host."""
+        return None
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Hear every host's `notify`; a no-op where there is only one host."""
+        return None
 
     # hot-path metrics, per tenant per minute
     @abc.abstractmethod

@@ -66,16 +66,15 @@ async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
 
 async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
     store = engine.store
-    record = await store.get_instance(instance_id)
     now = engine.clock.now()
-    if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
-        engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
-        return
-    if record.status not in ("queued", "waiting"):
-        return  # paused, finished or terminated since it was scheduled
+    record, claimed = await store.claim(instance_id, engine.host, now)
+    if not claimed:
+        if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
+            engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
+        return  # paused, finished, terminated, or another live host runs it
     workflow = engine.workflows.get(record.workflow)
     if workflow is None:
-        engine.park(record)  # runs when the host registers the workflow
+        await engine.park(record)  # runs when the host registers the workflow
         return
     session = StepSession(engine, record, await store.steps(instance_id))
     session.due_ms = max(0.0, now - due) * 1000
@@ -169,6 +168,7 @@ async def _outcome(
             output=output,
             wake_at=None,
             waiting_for=None,
+            owner=None,
             updated=now,
         )
         engine.pause_done(instance_id)
@@ -190,6 +190,7 @@ async def _outcome(
             status=status,
             wake_at=wake_at,
             waiting_for=event_type,
+            owner=None,
             updated=now,
         )
     await _schedule(engine, session, record, status, wake_at)
@@ -206,6 +207,7 @@ async def _schedule(
             record.id,
             generation=session.generation,
             status="paused",
+            owner=None,
             updated=engine.clock.now(),
         )
         status = "paused"
@@ -234,6 +236,7 @@ async def _settle(engine: Engine, session: StepSession, error: dict[str, str]) -
         error=_encode({"name": error["name"][:256], "message": error["message"][:4096]}),
         wake_at=None,
         waiting_for=None,
+        owner=None,
         updated=engine.clock.now(),
     )
 

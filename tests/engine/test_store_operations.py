@@ -531,3 +531,77 @@ def test_a_migrated_database_opens_again_without_migrating_twice(tmp_path: Path)
     asyncio.run(main())
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+# --- hosts and claims ----------------------------------------------------------------------------
+
+
+def test_a_claim_is_held_by_one_live_host_and_moves_the_generation_on(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.register_host("a", "http://a", 1.0, 100.0)
+        await store.register_host("b", "http://b", 1.0, 100.0)
+        await store.create_instances([instance("i")])
+        record, claimed = await store.claim("i", "a", 10.0)
+        assert claimed and (record.owner, record.generation) == ("a", 1)
+        record, claimed = await store.claim("i", "b", 10.0)  # a is alive: b may not
+        assert not claimed and record.owner == "a"
+        record, claimed = await store.claim("i", "a", 10.0)  # a runs it again (a lost sandbox)
+        assert claimed and record.generation == 2
+        assert await store.claimable("b", 10.0, 10) == []
+        # a's lease lapses: b takes over, and a's wake-up is fenced out
+        record, claimed = await store.claim("i", "b", 200.0)
+        assert claimed and (record.owner, record.generation) == ("b", 3)
+        with pytest.raises(StaleGeneration):
+            await store.record(None, "i", generation=2, status="complete")
+        await store.record(None, "i", generation=3, status="waiting", wake_at=300.0, owner=None)
+        assert (await store.claim("i", "a", 250.0))[1] is False  # not due yet
+        assert await store.claimable("a", 250.0, 10) == []
+        assert await store.claimable("a", 300.0, 10) == [("i", None)]
+        await store.renew_host("a", 1000.0)
+        hosts = {h.id: h.lease_until for h in await store.hosts()}
+        assert hosts == {"a": 1000.0, "b": 100.0}
+
+    run_with_store(tmp_path, body)
+
+
+def test_claimable_lists_due_instances_that_no_live_host_owns_oldest_first(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.register_host("live", "", 1.0, 100.0)
+        await store.register_host("dead", "", 1.0, 5.0)
+        await store.create_instances(
+            [
+                instance("queued", created=3.0),
+                instance("due", status="waiting", wake_at=2.0),
+                instance("later", status="waiting", wake_at=99.0),
+                instance("paused", status="paused"),
+                instance("mine", status="queued", owner="live", created=1.0),
+                instance("orphan", status="queued", owner="dead", created=4.0),
+                instance("done", status="complete"),
+            ]
+        )
+        got = await store.claimable("other", 10.0, 10)
+        assert got == [("due", None), ("queued", None), ("orphan", None)]
+        assert len(await store.claimable("other", 10.0, 2)) == 2
+
+    run_with_store(tmp_path, body)
+
+
+def test_a_pause_waits_for_a_running_wake_up_whose_last_write_settles_it(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.register_host("a", "", 1.0, 100.0)
+        await store.create_instances([instance("idle"), instance("busy"), instance("done")])
+        assert await store.request_pause("idle", 10.0) == "paused"
+        record, _ = await store.claim("busy", "a", 10.0)
+        assert await store.request_pause("busy", 10.0) == "waitingForPause"
+        assert await store.request_pause("busy", 10.0) == "waitingForPause"
+        # the wake-up suspends as it would have: the instance ends paused, not waiting
+        await store.record(
+            None, "busy", generation=record.generation, status="waiting", wake_at=50.0, owner=None
+        )
+        got = await store.get_instance("busy")
+        assert (got.status, got.wake_at, got.owner) == ("paused", 50.0, None)
+        await store.update_instance("done", status="complete")
+        with pytest.raises(InvalidTransition):
+            await store.request_pause("done", 10.0)
+
+    run_with_store(tmp_path, body)
