@@ -6,9 +6,14 @@ engine through a `Transport` (two calls: `call` waits for the host's durable ans
 does not wait).
 
 `run()` re-executes from the top on every wake-up. The host hands over the recorded steps; each
-step call here finds its record by position, checks that (kind, name) match, and returns the
-recorded result (or re-raises the recorded failure) without running again. The first step
-without a record is executed and recorded through the host before its result is returned.
+step call here finds its record by its identity, its name and the occurrence of that name in this
+execution (as Cloudflare: the name is the cache key), checks that the kind matches, and returns
+the recorded result (or re-raises the recorded failure) without running again. A step inserted
+earlier in `run()` by a later deploy does not disturb the others. A step without a record is
+executed and recorded through the host before its result is returned; it is stored at the next
+free position (the order of first execution, which `restart(from_step=...)` uses).
+
+Only `do` steps count toward the step limit; sleeps and waits do not.
 
 A retry delay, sleep or wait suspends the instance: `Suspend` is a `BaseException`, and the step
 object remembers it, so a tenant's bare `except:` that swallows it changes nothing: the outcome
@@ -125,11 +130,15 @@ class Step:
 
     def __init__(self, transport: Transport, handover: dict[str, Any]) -> None:
         self._transport = transport
-        self._history: list[list[Any]] = handover["history"]
+        history: list[list[Any]] = handover["history"]
+        #: (name, occurrence) -> [kind, name, status, result or error, attempts, config, wake,
+        #: occurrence, position]
+        self._records = {(r[1], r[7]): r for r in history}
         self._now_ms: int = handover["now"]
         self._max_steps: int = handover["max_steps"]
-        self._position = 0
-        self._seen: dict[tuple[str, str], int] = {}
+        self._free = max((r[8] for r in history), default=-1) + 1  # the next new step's position
+        self._do_steps = sum(1 for r in history if r[0] == "do")
+        self._seen: dict[str, int] = {}
         self._halt: BaseException | None = None  # Suspend or a fatal error, sticky
         self._in_step = False
 
@@ -142,25 +151,29 @@ class Step:
             raise RuntimeError("steps cannot be nested: call step methods from run(), not a step")
         rules.check_step_name(name)
         assert isinstance(name, str)
-        position = self._position
-        if position >= self._max_steps:
-            self._halt = StepLimitError(
-                f"the instance reached its limit of {self._max_steps} steps; split the work "
-                "into several instances or raise the engine's max_steps"
-            )
-            raise self._halt
-        self._position += 1
-        occurrence = self._seen.get((kind, name), 0)
-        self._seen[(kind, name)] = occurrence + 1
-        record = self._history[position] if position < len(self._history) else None
-        if record is not None and (record[0] != kind or record[1] != name):
-            self._halt = NonDeterminismError(
-                f"step {kind} {name!r} at position {position} was recorded as {record[0]} "
-                f"{record[1]!r}: the workflow is not deterministic; restart the instance or "
-                "keep step names and order stable"
-            )
-            raise self._halt
-        return position, occurrence, record
+        occurrence = self._seen.get(name, 0)
+        self._seen[name] = occurrence + 1
+        record = self._records.get((name, occurrence))
+        if record is not None:
+            if record[0] != kind:
+                self._halt = NonDeterminismError(
+                    f"step {name!r} (occurrence {occurrence + 1}) was recorded as a {record[0]} "
+                    f"step, and this run makes it a {kind} step: the workflow is not "
+                    "deterministic; restart the instance, or give the new step a name of its own"
+                )
+                raise self._halt
+            return record[8], occurrence, record
+        if kind == "do":
+            if self._do_steps >= self._max_steps:
+                self._halt = StepLimitError(
+                    f"the instance reached its limit of {self._max_steps} steps; split the work "
+                    "into several instances or raise the engine's max_steps"
+                )
+                raise self._halt
+            self._do_steps += 1
+        position = self._free
+        self._free += 1
+        return position, occurrence, None
 
     def _suspend(
         self, why: str, wake_ms: int | None = None, event_type: str | None = None
@@ -285,6 +298,13 @@ def run_workflow(
     )
     try:
         output = entry.run(workflow_event, step)  # type: ignore[attr-defined]
+    except StepError as exc:
+        if step._halt is not None:
+            pass
+        elif exc.name == "NonRetryableError":  # the instance fails with the tenant's own error
+            raise NonRetryableError(exc.message) from None
+        else:
+            raise
     except BaseException:
         if step._halt is None:
             raise

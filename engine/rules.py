@@ -16,8 +16,12 @@ MAX_STEP_NAME = 256
 INSTANCE_ID = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,99}")
 #: Step results, instance params, outputs and event payloads, encoded, are at most this.
 MAX_PAYLOAD_BYTES = 1 << 20
-#: Steps one instance may record, unless the engine is configured otherwise.
+#: `do` steps one instance may record, unless the engine is configured otherwise (sleeps and
+#: waits do not count, as on Cloudflare).
 DEFAULT_MAX_STEPS = 10_000
+#: Records of all kinds (do, sleep, wait) an instance may hold, per allowed `do` step: a bound on
+#: the sleeps and waits a workflow that loops forever can pile up.
+RECORDS_PER_STEP = 10
 #: Event types follow the step-name limit.
 MAX_EVENT_TYPE = 256
 #: Instances one create_batch call may create.
@@ -34,6 +38,9 @@ _UNITS_MS = {
     "hour": 3_600_000,
     "day": 86_400_000,
     "week": 604_800_000,
+    # as Cloudflare's durations: a month is 30 days, a year 365
+    "month": 2_592_000_000,
+    "year": 31_536_000_000,
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*$")
 
@@ -110,6 +117,8 @@ def check_step_name(name: object) -> str:
         raise TypeError(f"a step name must be a non-empty str, got {name!r}")
     if len(name) > MAX_STEP_NAME:
         raise ValueError(f"step name is {len(name)} characters; the limit is {MAX_STEP_NAME}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"step name {name!r} holds a control character: use printable text")
     return name
 
 

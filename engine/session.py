@@ -58,6 +58,9 @@ class StepSession(Binding):
         self.id = record.id
         self.tenant = record.tenant
         self.steps = steps
+        self.by_position = {s.position: s for s in steps}
+        #: `do` steps recorded, here and in earlier wake-ups: only they count toward max_steps
+        self.do_steps = sum(1 for s in steps if s.kind == "do")
         #: the generation this wake-up began with: every write carries it
         self.generation = record.generation
         #: set when the instance was terminated, restarted or deleted meanwhile
@@ -81,7 +84,17 @@ class StepSession(Binding):
             config = _decode(s.config) if s.config else None
             wake = None if s.wake_at is None else int(s.wake_at * 1000)
             history.append(
-                [s.kind, s.name, s.status, s.result or s.error, s.attempts, config, wake]
+                [
+                    s.kind,
+                    s.name,
+                    s.status,
+                    s.result or s.error,
+                    s.attempts,
+                    config,
+                    wake,
+                    s.occurrence,
+                    s.position,
+                ]
             )
         return {
             "history": history,
@@ -126,13 +139,31 @@ class StepSession(Binding):
     # --- helpers ---------------------------------------------------------------------------------
 
     def _step(self, position: object, kind: str, name: object, occurrence: object) -> StepRecord:
-        if not isinstance(position, int) or not 0 <= position < self.engine.max_steps:
+        """The record of a step call from the sandbox, checked: the sandbox is not trusted."""
+        limit = self.engine.max_steps * rules.RECORDS_PER_STEP
+        if not isinstance(position, int) or not 0 <= position < limit:
             raise ValueError(f"step position {position!r} is out of range")
         if not isinstance(occurrence, int) or occurrence < 0:
             raise ValueError(f"step occurrence {occurrence!r} is not valid")
         rules.check_step_name(name)
         assert isinstance(name, str)
+        known = self.by_position.get(position)
+        if known is not None and (known.kind, known.name, known.occurrence) != (
+            kind,
+            name,
+            occurrence,
+        ):
+            raise ValueError(f"step position {position} holds another step")
+        if known is None and kind == "do" and self.do_steps >= self.engine.max_steps:
+            raise ValueError(f"the instance reached its limit of {self.engine.max_steps} steps")
         return StepRecord(self.id, position, kind, name, occurrence, "pending")
+
+    def _recorded(self, step: StepRecord) -> None:
+        """`step` is now in the store: later calls of this wake-up know its position."""
+        if step.position not in self.by_position:
+            self.by_position[step.position] = step
+            if step.kind == "do":
+                self.do_steps += 1
 
     def _deadline_between_steps(self) -> None:
         self.in_flight = None
@@ -152,11 +183,13 @@ class StepSession(Binding):
 
     async def _suspend(self, step: StepRecord | None, fields: dict[str, Any]) -> None:
         """Record a suspension durably; only then is it this wake-up's outcome."""
-        await self.engine.store.record(step, self.id, generation=self.generation, **fields)
+        await self._write(step, **fields)
         self.suspended = (fields["status"], fields["wake_at"])
 
     async def _write(self, step: StepRecord | None, **fields: Any) -> None:
         await self.engine.store.record(step, self.id, generation=self.generation, **fields)
+        if step is not None:
+            self._recorded(step)
 
     def _attempt_ended(self, outcome: str) -> None:
         """Tell the engine's step observers how long the attempt in flight took."""
@@ -252,7 +285,7 @@ class StepSession(Binding):
         step = self._step(position, "wait", name, occurrence)
         rules.check_event_type(type)
         now = self.engine.clock.now()
-        previous = self.steps[position] if position < len(self.steps) else None
+        previous = self.by_position.get(position)
         if previous is not None and previous.kind == "wait" and previous.wake_at is not None:
             wake_at = previous.wake_at  # the timeout was fixed when the wait began
         else:
@@ -267,6 +300,7 @@ class StepSession(Binding):
         event = await self.engine.store.wait_for_event(
             pending, type, _event_bytes, generation=self.generation, **fields
         )
+        self._recorded(pending)
         self.recorded += 1
         if event is not None:
             control = "go"

@@ -314,3 +314,19 @@ def test_a_payload_of_1_mib_is_accepted_and_one_byte_more_refused_naming_it() ->
 
 def test_an_empty_payload_is_accepted() -> None:
     assert check_size(b"", "event payload") == b""
+
+
+def test_durations_accept_months_and_years_as_cloudflare() -> None:
+    from dynworkers.engine import rules
+
+    assert rules.duration_ms("1 month") == 30 * 86_400_000
+    assert rules.duration_ms("2 years") == 2 * 365 * 86_400_000
+
+
+def test_a_step_name_with_a_control_character_is_refused() -> None:
+    from dynworkers.engine import rules
+
+    for name in ("a\\nb", "tab\\there", "nul\\x00", "del\\x7f"):
+        with pytest.raises(ValueError, match="control character"):
+            rules.check_step_name(name.encode().decode("unicode_escape"))
+    assert rules.check_step_name("charge card #1 (retry)") == "charge card #1 (retry)"

@@ -84,11 +84,31 @@ class TenantWorkflow(WorkflowEntrypoint):
             except StepError as error:
                 return {"caught": error.name, "message": error.message}
         if mode == "nondeterministic":
-            name = "first" if self.env.KV.get("flip") is None else "second"
+            flipped = self.env.KV.get("flip") is not None
             self.env.KV.put("flip", 1)
-            step.do(name, lambda: 1)
+            if flipped:
+                step.sleep("first", 10)
+            else:
+                step.do("first", lambda: 1)
             step.sleep("nap", 1000)
             return "unreachable"
+        if mode == "inserted":
+            flipped = self.env.KV.get("flip") is not None
+            self.env.KV.put("flip", 1)
+            def counted(key, value):
+                self.env.KV.put(key, (self.env.KV.get(key) or 0) + 1)
+                return value
+            if flipped:  # a later deploy inserts a step before the recorded one
+                new = step.do("inserted", lambda: counted("runs:inserted", "new"))
+            else:
+                new = None
+            old = step.do("a", lambda: counted("runs:a", "recorded"))
+            step.sleep("nap", 1000)
+            return {"new": new, "old": old}
+        if mode == "sleepy":
+            for i in range(5):
+                step.sleep("nap", 0)
+            return step.do("only", lambda: "done")
         if mode == "hang":
             def hang():
                 while True:
