@@ -26,6 +26,7 @@ import zmq
 
 from dynworkers.loader import CompiledWorker
 from dynworkers.runtime import protocol
+from dynworkers.runtime.bindings import BindingRateLimit
 from dynworkers.runtime.channel import Channel
 from dynworkers.runtime.errors import (
     BootError,
@@ -55,6 +56,7 @@ class Pool:
         max_frame: int,
         max_concurrent_boots: int,
         metrics: PoolMetrics,
+        rate_limit: BindingRateLimit | None = None,
     ) -> None:
         self.zygote = zygote
         self.context = context
@@ -64,6 +66,7 @@ class Pool:
         self.boot_timeout = boot_timeout
         self.max_frame = max_frame
         self.metrics = metrics
+        self.rate_limit = rate_limit
         self.spares: deque[SandboxHandle] = deque()
         self.active: OrderedDict[str, SandboxHandle] = OrderedDict()
         self.handles: dict[int, SandboxHandle] = {}
@@ -102,7 +105,7 @@ class Pool:
                     on_message=lambda m: handle.on_message(m) if handle else None,
                     on_broken=lambda why: self._broken(sandbox_id, why),
                 )
-                handle = SandboxHandle(sandbox_id, channel)
+                handle = SandboxHandle(sandbox_id, channel, self.rate_limit)
                 self.handles[sandbox_id] = handle
                 request = protocol.ForkRequest(
                     sandbox_id=sandbox_id, endpoint=channel.endpoint, token=channel.token
