@@ -113,8 +113,11 @@ class SupervisorConfig:
     spares: int = 2
     #: Seconds a sandbox may sit unused before it is evicted.
     idle_ttl: float = 300.0
-    #: Resident memory ceiling per sandbox, in MiB (checked every `sweep_interval`).
+    #: Resident memory ceiling per sandbox, in MiB: checked every `memory_check_interval` while
+    #: a call runs (the call fails with MemoryLimitExceeded) and every `sweep_interval` when idle.
     memory_limit_mb: int = 256
+    #: Seconds between checks of the memory of sandboxes with a call in flight.
+    memory_check_interval: float = 0.25
     #: Seconds an invocation may run before its sandbox is killed.
     deadline: float = 30.0
     #: Seconds a spare may take to fork, connect and confine itself.
@@ -143,7 +146,13 @@ class SupervisorConfig:
                 "SupervisorConfig.binding_calls_per_second must be >= 0 (0: no limit) and "
                 "binding_call_burst >= 1"
             )
-        for name in ("idle_ttl", "deadline", "boot_timeout", "sweep_interval"):
+        for name in (
+            "idle_ttl",
+            "deadline",
+            "boot_timeout",
+            "sweep_interval",
+            "memory_check_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise PolicyError(f"SupervisorConfig.{name} must be > 0")
 
@@ -207,6 +216,7 @@ class Supervisor:
             await self.close()
             raise
         self._pool.replenish()
+        self._pool.watch_memory(self.config.memory_check_interval)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         self._started = time.monotonic()
 
