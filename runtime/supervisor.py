@@ -189,8 +189,9 @@ class Supervisor:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)  # tenants' data: no other user (a sandbox's uid) may enter
         self.cache.directory = self.state_dir / "compile-cache"
-        self.cache.directory.mkdir(exist_ok=True)
+        self.cache.directory.mkdir(mode=0o700, exist_ok=True)
         self._kv = KVStore(self.state_dir / "kv.db")
         # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
         self._run_dir = tempfile.mkdtemp(prefix="dw-")

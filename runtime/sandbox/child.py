@@ -3,7 +3,8 @@
 Runs in the child the zygote just forked, in its only thread (plus ZeroMQ's I/O thread). The set-up
 is one ordered function, `main`:
 
-1. signals back to defaults, file descriptors closed or pointed at /dev/null, random reseeded;
+1. signals back to defaults, file descriptors closed or pointed at /dev/null, environment
+   emptied, random reseeded;
 2. process limits (rlimits, parent-death signal, not dumpable, no_new_privs);
 3. a new ZeroMQ context (a context never crosses a fork), connect, Hello with the host's token,
    wait for Welcome: the channel lives in a private directory that the dropped uid cannot open,
@@ -79,6 +80,7 @@ def _reset_process(close_fds: tuple[int, ...]) -> None:
     for fd in (0, 1, 2):  # the zygote's pipes to the host are never the tenant's
         os.dup2(devnull, fd)
     os.close(devnull)
+    os.environ.clear()  # the zygote's environment is minimal already; a tenant gets none of it
     proxies.reseed()
 
 
