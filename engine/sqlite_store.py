@@ -169,6 +169,7 @@ class SQLiteStore(Store):
         self._thread = None
 
     def _connect(self) -> sqlite3.Connection:
+        self.path.touch(mode=0o600)  # private; SQLite gives its -wal and -shm the same mode
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         # WAL: readers never block the writer; commits append to the log instead of rewriting.
         db.execute("PRAGMA journal_mode=WAL")

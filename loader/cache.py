@@ -39,7 +39,7 @@ class CompileCache:
         self.lock = threading.Lock()
         self.hits = self.disk_hits = self.misses = 0
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None
@@ -71,9 +71,11 @@ class CompileCache:
             return
         path = self._path(key)
         try:
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(hashlib.sha256(code).digest() + code)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private to the host
+            with os.fdopen(fd, "wb") as out:
+                out.write(hashlib.sha256(code).digest() + code)
             os.replace(tmp, path)  # atomic: a reader sees the whole file or none
         except OSError as exc:
             log.warning("compile cache: could not write %s: %s", path, exc)

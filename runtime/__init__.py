@@ -29,11 +29,13 @@ _EXPORTS = {
     "SandboxError": "dynworkers.runtime.errors",
     "SandboxTimeout": "dynworkers.runtime.errors",
     "SandboxCrashed": "dynworkers.runtime.errors",
+    "MemoryLimitExceeded": "dynworkers.runtime.errors",
     "ProtocolError": "dynworkers.runtime.errors",
     "BootError": "dynworkers.runtime.errors",
     "PoolBusy": "dynworkers.runtime.errors",
     "SupervisorClosed": "dynworkers.runtime.errors",
     "CapabilityError": "dynworkers.runtime.errors",
+    "BindingRateLimited": "dynworkers.runtime.errors",
 }
 
 __all__ = list(_EXPORTS)

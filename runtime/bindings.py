@@ -8,12 +8,16 @@ of the channel it arrived on and its method is one the binding offers. The tenan
 binding is the channel's, never the frame's.
 
 Failures become error replies: "capability" for a call outside the table, "binding" for an
-exception in the host code (its type and message only; the host's stack never crosses).
+exception in the host code (its type and message only; the host's stack never crosses),
+"rate_limit" for a call over the tenant's rate (`BindingRateLimit`, a token bucket per tenant id,
+shared by all of that tenant's sandboxes, so that a new sandbox does not reset it).
 """
 
 from __future__ import annotations
 
 import inspect
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,3 +157,46 @@ class CapabilityTable:
         if binding is None or method not in binding.methods:
             return None
         return binding
+
+
+class BindingRateLimit:
+    """A token bucket per tenant: `rate` binding calls a second, bursts of up to `burst`.
+
+    `rate=0` turns the limit off. Buckets are kept for the `max_tenants` most recently seen
+    tenants; a tenant that was forgotten starts again with a full bucket, which is what an idle
+    tenant would have anyway. `refused` counts refused calls, per tenant and in total.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_tenants: int = 100_000,
+    ) -> None:
+        self.rate = float(rate)
+        self.burst = float(max(burst, 1))
+        self.clock = clock
+        self.max_tenants = max_tenants
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+        self.refused_total = 0
+        self.refused: dict[str, int] = {}
+
+    def allow(self, tenant_id: str) -> bool:
+        """Take one token for `tenant_id`; False (and counted) when its bucket is empty."""
+        if self.rate <= 0:
+            return True
+        now = self.clock()
+        tokens, at = self._buckets.pop(tenant_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        else:
+            self.refused_total += 1
+            self.refused[tenant_id] = self.refused.get(tenant_id, 0) + 1
+        self._buckets[tenant_id] = (tokens, now)
+        if len(self._buckets) > self.max_tenants:
+            forgotten, _ = self._buckets.popitem(last=False)
+            self.refused.pop(forgotten, None)
+        return allowed

@@ -24,9 +24,6 @@ import zmq
 
 from dynworkers.runtime import protocol
 
-#: Slack above the policy's result budget for the frame around it.
-FRAME_SLACK = 1 << 20
-
 
 class Channel:
     def __init__(
@@ -43,7 +40,7 @@ class Channel:
         self.token = secrets.token_bytes(16)
         self.socket = context.socket(zmq.PAIR)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, max_frame + FRAME_SLACK)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.frame_limit(max_frame))
         self.socket.bind(self.endpoint)
         self.on_message = on_message
         self.on_broken = on_broken

@@ -9,12 +9,14 @@ Host side only. Every error here says which tenant and what to do. The tree::
     │   └── SpecialiseError                  the tenant's modules failed at import time
     ├── SandboxError                         the sandbox, not the tenant's logic, failed
     │   ├── SandboxTimeout(TimeoutError)     past its deadline: killed, next call rehydrates
+    │   ├── MemoryLimitExceeded(MemoryError) over its memory ceiling during a call: killed
     │   ├── SandboxCrashed                   the process died (broken)
     │   ├── ProtocolError                    it sent a frame that does not decode: ended
     │   └── BootError                        a spare could not be started
     ├── PoolBusy(TimeoutError)               every sandbox is busy and capacity is reached (busy)
     ├── SupervisorClosed                     the supervisor is shut or shutting down (closed)
-    └── CapabilityError(PermissionError)     a binding call outside the sandbox's capabilities
+    ├── CapabilityError(PermissionError)     a binding call outside the sandbox's capabilities
+    └── BindingRateLimited                   a tenant's binding calls exceeded its rate (busy)
 
 `CompileError` belongs to the loader (`loader.CompileError`).
 """
@@ -90,3 +92,20 @@ class SupervisorClosed(DynworkersError):
 
 class CapabilityError(DynworkersError, PermissionError):
     """A sandbox asked for a binding or method it was not granted."""
+
+
+class MemoryLimitExceeded(SandboxError, MemoryError):
+    """The sandbox went over its memory ceiling while a call ran; it was killed and the next
+    call starts a fresh one. `limit_bytes` is the ceiling, `used_bytes` what was seen."""
+
+    def __init__(self, tenant_id: str | None, message: str, limit_bytes: int, used_bytes: int):
+        super().__init__(tenant_id, message, "memory")
+        self.limit_bytes = limit_bytes
+        self.used_bytes = used_bytes
+
+
+class BindingRateLimited(DynworkersError):
+    """A tenant made binding calls faster than `SupervisorConfig.binding_calls_per_second`.
+
+    Raised on the host side only as the error reply's source; the tenant sees
+    `workers.RateLimited`."""

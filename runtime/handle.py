@@ -17,9 +17,9 @@ from typing import Any
 
 from dynworkers.loader import Binding, CompiledWorker
 from dynworkers.runtime import protocol
-from dynworkers.runtime.bindings import CapabilityTable, OutboundBinding
+from dynworkers.runtime.bindings import BindingRateLimit, CapabilityTable, OutboundBinding
 from dynworkers.runtime.channel import Channel
-from dynworkers.runtime.errors import CapabilityError
+from dynworkers.runtime.errors import BindingRateLimited, CapabilityError
 
 log = logging.getLogger("dynworkers.handle")
 tenant_log = logging.getLogger("dynworkers.tenant")
@@ -32,9 +32,12 @@ _LEVELS = {
 
 
 class SandboxHandle:
-    def __init__(self, sandbox_id: int, channel: Channel) -> None:
+    def __init__(
+        self, sandbox_id: int, channel: Channel, rate_limit: BindingRateLimit | None = None
+    ) -> None:
         self.id = sandbox_id
         self.channel = channel
+        self.rate_limit = rate_limit
         self.pid = 0
         self.tenant_id: str | None = None
         self.worker: CompiledWorker | None = None
@@ -133,6 +136,15 @@ class SandboxHandle:
             self.capabilities.revoke(grant.entry.capability)
 
     async def _binding_reply(self, call: protocol.BindingCall) -> protocol.BindingReply:
+        limit = self.rate_limit
+        if limit is not None and self.tenant_id is not None and not limit.allow(self.tenant_id):
+            refused = BindingRateLimited(
+                f"tenant {self.tenant_id!r} made binding calls faster than the host allows "
+                f"({limit.rate:g} a second, bursts of {limit.burst:g}): call {call.method!r} "
+                "was refused; slow down and retry, or ask the host to raise "
+                "SupervisorConfig.binding_calls_per_second"
+            )
+            return _error_reply(call.request_id, "rate_limit", refused)
         binding = self.capabilities.check(call.capability, call.method)
         if binding is None or self.tenant_id is None:
             error = CapabilityError(

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS kv (
 
 class KVStore:
     def __init__(self, path: str | Path) -> None:
+        # Private, and so are the -wal and -shm files, which SQLite creates with the database's
+        # mode: a tenant's values must not be readable by any other user (a sandbox's uid).
+        path = Path(path)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         # WAL: readers never block the writer, and a crash loses at most uncommitted work.
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -47,6 +47,8 @@ class PoolMetrics:
     rehydrations: int = 0
     boots: int = 0
     boot_failures: int = 0
+    #: sandboxes killed by the memory watch during a call (also counted in evictions["memory"])
+    memory_kills: int = 0
     evictions: Counter[str] = field(default_factory=Counter)
     #: seconds from "need a sandbox" to "sandbox ready for this tenant", cold starts only
     boot_latency: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -66,6 +68,7 @@ class PoolMetrics:
             "rehydrations": self.rehydrations,
             "boots": self.boots,
             "boot_failures": self.boot_failures,
+            "memory_kills": self.memory_kills,
             "evictions": {reason: self.evictions.get(reason, 0) for reason in EVICTION_REASONS},
             "boot_latency_ms": {k: v * 1e3 for k, v in percentiles(self.boot_latency).items()},
             "spare_boot_ms": {k: v * 1e3 for k, v in percentiles(self.spare_boot).items()},

@@ -3,8 +3,9 @@
 Host side, on the supervisor's event loop. It owns every `SandboxHandle`: boots spares through the
 zygote, specialises a spare for a tenant on a cold start, keeps at most `max_sandboxes`
 specialised, and evicts with a recorded reason (capacity, idle, memory, deadline, crash,
-protocol, shutdown, manual). The process table changes only on evidence: a handle is dead when the
-zygote reports its exit, or when the pool kills it.
+protocol, shutdown, manual). A memory watch kills a sandbox over its ceiling during a call
+(`watch_memory` says which mechanism holds the ceiling where). The process table changes only
+on evidence: a handle is dead when the zygote reports its exit, or when the pool kills it.
 
 Cold starts for one tenant are single-flight. Capacity eviction takes the least recently used
 sandbox that nobody holds; if every sandbox is held, the caller waits, and gets `PoolBusy` at its
@@ -26,9 +27,11 @@ import zmq
 
 from dynworkers.loader import CompiledWorker
 from dynworkers.runtime import protocol
+from dynworkers.runtime.bindings import BindingRateLimit
 from dynworkers.runtime.channel import Channel
 from dynworkers.runtime.errors import (
     BootError,
+    MemoryLimitExceeded,
     PoolBusy,
     ProtocolError,
     SandboxCrashed,
@@ -55,6 +58,7 @@ class Pool:
         max_frame: int,
         max_concurrent_boots: int,
         metrics: PoolMetrics,
+        rate_limit: BindingRateLimit | None = None,
     ) -> None:
         self.zygote = zygote
         self.context = context
@@ -64,6 +68,7 @@ class Pool:
         self.boot_timeout = boot_timeout
         self.max_frame = max_frame
         self.metrics = metrics
+        self.rate_limit = rate_limit
         self.spares: deque[SandboxHandle] = deque()
         self.active: OrderedDict[str, SandboxHandle] = OrderedDict()
         self.handles: dict[int, SandboxHandle] = {}
@@ -102,7 +107,7 @@ class Pool:
                     on_message=lambda m: handle.on_message(m) if handle else None,
                     on_broken=lambda why: self._broken(sandbox_id, why),
                 )
-                handle = SandboxHandle(sandbox_id, channel)
+                handle = SandboxHandle(sandbox_id, channel, self.rate_limit)
                 self.handles[sandbox_id] = handle
                 request = protocol.ForkRequest(
                     sandbox_id=sandbox_id, endpoint=channel.endpoint, token=channel.token
@@ -353,6 +358,51 @@ class Pool:
                 ProtocolError(handle.tenant_id, f"sandbox of tenant {handle.tenant_id!r} {why}"),
             )
 
+    # --- memory ceiling --------------------------------------------------------------------------
+
+    def watch_memory(self, interval: float) -> None:
+        """Start the memory watch: every `interval` seconds, kill a busy sandbox over its ceiling.
+
+        The ceiling (`SupervisorConfig.memory_limit_mb`, or the worker's `Limits.memory_mb`) is
+        held while a call runs by this watch of the resident set of every sandbox that has a call
+        in flight; its pending calls fail at once with `MemoryLimitExceeded` naming the ceiling.
+        Between checks a fast allocation can overshoot; the sandbox's RLIMIT_AS
+        (`OsLimits.memory_bytes`) is the backstop that no allocation passes (a `MemoryError` in
+        tenant code). The idle sweep (`sweep`) checks sandboxes without a call.
+
+        cgroup v2 `memory.max` is not used: it needs a delegated cgroup with the memory
+        controller whose processes all live in leaves, which the host's own cgroup is not on the
+        machines this runs on (CI has a v1 memory hierarchy); the RSS watch works everywhere.
+        """
+        self._spawn(self._watch_memory(interval))
+
+    async def _watch_memory(self, interval: float) -> None:
+        while not self.closed:
+            await asyncio.sleep(interval)
+            try:
+                self.check_busy_memory()
+            except Exception:  # the watch outlives any one bad reading (EMFILE, a psutil bug)
+                log.exception("memory watch: a check failed; trying again in %g s", interval)
+
+    def check_busy_memory(self) -> None:
+        """Kill every sandbox with a call in flight whose RSS is over its ceiling."""
+        for handle in list(self.handles.values()):
+            if not handle.alive or not handle.users or not handle.memory_limit:
+                continue
+            used = self.rss(handle)
+            if used > handle.memory_limit:
+                self.metrics.memory_kills += 1
+                limit_mib = handle.memory_limit / (1 << 20)
+                error = MemoryLimitExceeded(
+                    handle.tenant_id,
+                    f"tenant {handle.tenant_id!r} used {used / (1 << 20):.0f} MiB during a call, "
+                    f"over its memory ceiling of {limit_mib:g} MiB: its sandbox was killed and the "
+                    "next call starts a fresh one; use less memory, or raise memory_limit_mb",
+                    limit_bytes=handle.memory_limit,
+                    used_bytes=used,
+                )
+                self.evict(handle, "memory", error)
+
     # --- sweeping --------------------------------------------------------------------------------
 
     def sweep(self, idle_ttl: float) -> None:
@@ -369,9 +419,10 @@ class Pool:
 
     @staticmethod
     def rss(handle: SandboxHandle) -> int:
+        """Resident bytes of the sandbox; 0 when it cannot be read (gone, or out of fds)."""
         try:
             return int(psutil.Process(handle.pid).memory_info().rss)
-        except psutil.Error:
+        except (psutil.Error, OSError):
             return 0
 
     async def close(self) -> None:

@@ -41,6 +41,7 @@ ERROR_KINDS = frozenset(
         "internal",  # a bug in the sandbox loop itself
         "capability",  # (host to sandbox) a binding call outside the capability table
         "binding",  # (host to sandbox) the host's binding code raised
+        "rate_limit",  # (host to sandbox) the tenant's binding calls exceeded its rate
     }
 )
 
@@ -242,6 +243,20 @@ encode = encoder.encode
 def decode_plain(data: bytes) -> Any:
     """Decode msgpack into builtins only (dict, list, str, bytes, int, float, bool, None)."""
     return plain.decode(data)
+
+
+#: Bytes a frame may carry beyond the policy's result budget: the message around a result.
+FRAME_SLACK = 1 << 20
+
+
+def frame_limit(max_result_bytes: int) -> int:
+    """The largest frame either end of a sandbox channel sends or accepts.
+
+    The host sets it as the socket's MAXMSGSIZE (a bigger frame would be dropped by ZeroMQ, and
+    the caller would wait its whole deadline); the sandbox checks every frame against it before
+    sending and answers with a typed error naming the size and the limit instead.
+    """
+    return max_result_bytes + FRAME_SLACK
 
 
 _LENGTH = struct.Struct(">I")

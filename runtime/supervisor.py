@@ -36,7 +36,7 @@ from dynworkers.loader import (
     compile_worker,
 )
 from dynworkers.runtime import protocol
-from dynworkers.runtime.bindings import KVBinding, ServiceBinding
+from dynworkers.runtime.bindings import BindingRateLimit, KVBinding, ServiceBinding
 from dynworkers.runtime.errors import (
     EntrypointNotFound,
     PoolBusy,
@@ -125,14 +125,22 @@ class SupervisorConfig:
     spares: int = 2
     #: Seconds a sandbox may sit unused before it is evicted.
     idle_ttl: float = 300.0
-    #: Resident memory ceiling per sandbox, in MiB (checked every `sweep_interval`).
+    #: Resident memory ceiling per sandbox, in MiB: checked every `memory_check_interval` while
+    #: a call runs (the call fails with MemoryLimitExceeded) and every `sweep_interval` when idle.
     memory_limit_mb: int = 256
+    #: Seconds between checks of the memory of sandboxes with a call in flight.
+    memory_check_interval: float = 0.25
     #: Seconds an invocation may run before its sandbox is killed.
     deadline: float = 30.0
     #: Seconds a spare may take to fork, connect and confine itself.
     boot_timeout: float = 10.0
     sweep_interval: float = 1.0
     max_concurrent_boots: int = 4
+    #: Binding calls a tenant may make a second, across all its sandboxes (0: no limit); a call
+    #: over it raises `workers.RateLimited` in the tenant and is counted in stats()["bindings"].
+    binding_calls_per_second: float = 2000.0
+    #: Binding calls a tenant may make at once before the rate applies.
+    binding_call_burst: int = 2000
     #: Loaded workers kept by `loader.get`.
     max_workers: int = 4096
     #: Run a warm-up worker in each spare before it is ready: about 0.5 ms less per cold start,
@@ -145,7 +153,18 @@ class SupervisorConfig:
             raise PolicyError("SupervisorConfig.max_sandboxes must be >= 1")
         if self.spares < 0:
             raise PolicyError("SupervisorConfig.spares must be >= 0")
-        for name in ("idle_ttl", "deadline", "boot_timeout", "sweep_interval"):
+        if self.binding_calls_per_second < 0 or self.binding_call_burst < 1:
+            raise PolicyError(
+                "SupervisorConfig.binding_calls_per_second must be >= 0 (0: no limit) and "
+                "binding_call_burst >= 1"
+            )
+        for name in (
+            "idle_ttl",
+            "deadline",
+            "boot_timeout",
+            "sweep_interval",
+            "memory_check_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise PolicyError(f"SupervisorConfig.{name} must be > 0")
 
@@ -163,6 +182,9 @@ class Supervisor:
         self._kv: KVStore | None = None
         self._run_dir: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.rate_limit = BindingRateLimit(
+            self.config.binding_calls_per_second, self.config.binding_call_burst
+        )
         self._started = 0.0
         self.closed = False
         #: sections other components add to `stats()` (the engine adds "workflows")
@@ -179,8 +201,9 @@ class Supervisor:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)  # tenants' data: no other user (a sandbox's uid) may enter
         self.cache.directory = self.state_dir / "compile-cache"
-        self.cache.directory.mkdir(exist_ok=True)
+        self.cache.directory.mkdir(mode=0o700, exist_ok=True)
         self._kv = KVStore(self.state_dir / "kv.db")
         # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
         self._run_dir = tempfile.mkdtemp(prefix="dw-")
@@ -198,6 +221,7 @@ class Supervisor:
             max_frame=self.config.policy.max_result_bytes,
             max_concurrent_boots=self.config.max_concurrent_boots,
             metrics=self.metrics,
+            rate_limit=self.rate_limit,
         )
         try:
             await self._zygote.start()
@@ -205,6 +229,7 @@ class Supervisor:
             await self.close()
             raise
         self._pool.replenish()
+        self._pool.watch_memory(self.config.memory_check_interval)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         self._started = time.monotonic()
 
@@ -433,6 +458,7 @@ class Supervisor:
                 "booting": pool.booting,
             },
             **self.metrics.snapshot(),
+            "bindings": {"rate_limited": self.rate_limit.refused_total},
             "hardening": {
                 "active": list(pool.layers),
                 "unavailable": [list(pair) for pair in pool.unavailable],

@@ -6,6 +6,11 @@ a loop reader (no thread). The zygote owns the sandbox process table; the host l
 exit from it, with the decoded wait status, and never signals a pid itself (a reaped pid may be
 reused).
 
+The zygote starts with a minimal environment, never the host's variables (which may hold
+secrets): `PATH`, a UTF-8 locale, and a `PYTHONPATH` built from the host's own `sys.path`, so
+that it imports the same dynworkers and the same packages as the host. It runs in `/` with
+`-P` (no working directory on its `sys.path`) and `-s` (no user site beyond what the host uses).
+
 If the zygote dies, every pending fork fails with `BootError`, `on_lost` is called (its sandboxes
 die with it through their parent-death signal), and the next `fork` starts a new zygote.
 """
@@ -31,6 +36,19 @@ log = logging.getLogger("dynworkers.zygote")
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 START_TIMEOUT = 30.0
+
+
+def zygote_environment() -> dict[str, str]:
+    """The zygote's whole environment: nothing of the host's but its import path."""
+    paths = [_ROOT]
+    for entry in sys.path:
+        if entry and os.path.isabs(entry) and entry not in paths and os.path.exists(entry):
+            paths.append(entry)
+    return {
+        "PATH": os.defpath,
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join(paths),
+    }
 
 
 class ZygoteClient:
@@ -70,13 +88,12 @@ class ZygoteClient:
 
     async def _spawn(self) -> protocol.ZygoteReady:
         loop = asyncio.get_running_loop()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dynworkers.runtime.sandbox.zygote"],
+            [sys.executable, "-P", "-s", "-m", "dynworkers.runtime.sandbox.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=zygote_environment(),
+            cwd="/",
             close_fds=True,
             start_new_session=True,  # a terminal's Ctrl-C goes to the host, which decides
         )

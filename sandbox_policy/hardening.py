@@ -24,7 +24,7 @@ import errno
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dynworkers.sandbox_policy.landlock import LandlockRuleset
@@ -151,8 +151,11 @@ class PreparedHardening:
         self._process_limits_applied = False
 
     @classmethod
-    def prepare(cls, limits: OsLimits) -> PreparedHardening:
-        """In the zygote, before any fork: find out what this machine offers and build it."""
+    def prepare(cls, limits: OsLimits, readable: Sequence[str] | None = None) -> PreparedHardening:
+        """In the zygote, before any fork: find out what this machine offers and build it.
+
+        `readable`: the only paths Landlock lets a sandbox read (`landlock.readable_paths()`);
+        None leaves reading unrestricted (writes are denied either way)."""
         missing: list[tuple[str, str]] = []
         try:
             kernel: _Kernel | None = _Kernel()
@@ -169,7 +172,7 @@ class PreparedHardening:
         ruleset: LandlockRuleset | None = None
         if limits.landlock and kernel is not None:
             try:
-                ruleset = LandlockRuleset.create(kernel.syscall)
+                ruleset = LandlockRuleset.create(kernel.syscall, readable)
             except OSError as exc:
                 missing.append(("landlock", _reason(exc)))
         return cls(limits, kernel, seccomp, ruleset, missing)

@@ -5,7 +5,10 @@ Runs inside a sandbox, in its only thread. Tenant code calls a stub; the stub se
 checks the call against this sandbox's capability table; identity is the socket, never a field.
 
 Failures become exceptions raised into tenant code (`CapabilityError`, `BindingError`,
-`FetchError`); arguments that are not plain data raise `TypeError` before anything is sent.
+`FetchError`, `RateLimited`); arguments that are not plain data raise `TypeError` before anything
+is sent, and arguments over the channel's frame limit `PayloadTooLarge` (the host's socket would
+drop such a frame, leaving the call to wait out its deadline). Every frame is checked against the
+limit in `send`, which raises `FrameTooLarge` for the loop to turn into an error reply.
 Console output beyond the policy's per-invocation budget is dropped with one notice.
 """
 
@@ -22,17 +25,40 @@ from dynworkers.runtime.sandbox import workers
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
+class FrameTooLarge(Exception):
+    """A frame over the channel's limit; nothing was sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{size} bytes, over the channel's frame limit of {limit} bytes")
+
+
 class Bridge:
-    def __init__(self, socket: zmq.Socket[bytes], max_log_bytes: int) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], max_log_bytes: int, frame_limit: int) -> None:
         self.socket = socket
         self.max_log_bytes = max_log_bytes
         self.log_budget = max_log_bytes
+        self.frame_limit = frame_limit
         self.next_id = 0
 
     def send(self, message: protocol.Message) -> None:
+        data = protocol.encode(message)
+        if len(data) > self.frame_limit:
+            raise FrameTooLarge(len(data), self.frame_limit)
         # copy=True always: a zero-copy send of a large frame makes pyzmq import a module and
         # start a garbage-collector thread, neither of which a confined sandbox may do.
-        self.socket.send(protocol.encode(message), copy=True)
+        self.socket.send(data, copy=True)
+
+    def _send_call(self, call: protocol.BindingCall) -> None:
+        try:
+            self.send(call)
+        except FrameTooLarge as exc:
+            raise workers.PayloadTooLarge(
+                f"binding call {call.method!r} is {exc.size} bytes, over the channel's frame "
+                f"limit of {exc.limit} bytes (Policy.max_result_bytes plus 1 MiB): nothing was "
+                "sent; pass less per call"
+            ) from None
 
     def reset_budget(self) -> None:
         self.log_budget = self.max_log_bytes
@@ -50,7 +76,7 @@ class Bridge:
     def notify(self, capability: int, method: str, args: tuple[Any, ...]) -> None:
         """A binding call nobody waits for: request id 0, the host sends no reply."""
         payload = protocol.encode([list(args), {}])
-        self.send(
+        self._send_call(
             protocol.BindingCall(request_id=0, capability=capability, method=method, args=payload)
         )
 
@@ -63,7 +89,7 @@ class Bridge:
             raise TypeError(f"binding arguments must be plain data: {exc}") from None
         self.next_id += 1
         request_id = self.next_id
-        self.send(
+        self._send_call(
             protocol.BindingCall(
                 request_id=request_id, capability=capability, method=method, args=payload
             )
@@ -78,6 +104,8 @@ class Bridge:
         message = error.message if error else "binding call failed"
         if error and error.kind == "capability":
             raise workers.CapabilityError(message)
+        if error and error.kind == "rate_limit":
+            raise workers.RateLimited(message)
         raise workers.BindingError(message)
 
 

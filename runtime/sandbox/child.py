@@ -3,7 +3,8 @@
 Runs in the child the zygote just forked, in its only thread (plus ZeroMQ's I/O thread). The set-up
 is one ordered function, `main`:
 
-1. signals back to defaults, file descriptors closed or pointed at /dev/null, random reseeded;
+1. signals back to defaults, file descriptors closed or pointed at /dev/null, environment
+   emptied, random reseeded;
 2. process limits (rlimits, parent-death signal, not dumpable, no_new_privs);
 3. a new ZeroMQ context (a context never crosses a fork), connect, Hello with the host's token,
    wait for Welcome: the channel lives in a private directory that the dropped uid cannot open,
@@ -27,7 +28,7 @@ import zmq
 
 from dynworkers.runtime import protocol
 from dynworkers.runtime.sandbox import tenant as tenant_code
-from dynworkers.runtime.sandbox.bridge import Bridge
+from dynworkers.runtime.sandbox.bridge import Bridge, FrameTooLarge
 from dynworkers.sandbox_policy import proxies
 from dynworkers.sandbox_policy.hardening import PreparedHardening
 from dynworkers.sandbox_policy.policy import Policy
@@ -51,7 +52,7 @@ def main(
         report = hardening.apply_confinement()
         if warmup:
             tenant_code.warm_up(policy, warmup)
-        bridge = Bridge(socket, policy.max_log_bytes)
+        bridge = Bridge(socket, policy.max_log_bytes, protocol.frame_limit(policy.max_result_bytes))
         prepared = tenant_code.Prepared(policy, bridge, [0])
         socket.send(
             protocol.encode(
@@ -79,6 +80,7 @@ def _reset_process(close_fds: tuple[int, ...]) -> None:
     for fd in (0, 1, 2):  # the zygote's pipes to the host are never the tenant's
         os.dup2(devnull, fd)
     os.close(devnull)
+    os.environ.clear()  # the zygote's environment is minimal already; a tenant gets none of it
     proxies.reseed()
 
 
@@ -108,11 +110,30 @@ def serve(socket: zmq.Socket[bytes], prepared: tenant_code.Prepared) -> NoReturn
         if isinstance(message, protocol.Invoke):
             # The host pipelines the first Invoke behind Specialise; if the tenant's modules
             # failed, every call gets that failure and the host ends this sandbox.
-            bridge.send(_invoke(code, message, failure))
+            _reply(bridge, _invoke(code, message, failure))
         elif isinstance(message, protocol.Specialise):
             code, reply = _specialise(code, message, prepared)
             failure = reply.error
-            bridge.send(reply)
+            _reply(bridge, reply)
+
+
+def _reply(
+    bridge: Bridge, reply: protocol.Returned | protocol.Failed | protocol.Specialised
+) -> None:
+    """Send a reply; one over the frame limit becomes a small error naming its size."""
+    try:
+        bridge.send(reply)
+    except FrameTooLarge as exc:
+        error = protocol.ErrorInfo(
+            kind="result",
+            type_name="ValueError",
+            message=f"the reply is {exc.size} bytes, over the channel's frame limit of "
+            f"{exc.limit} bytes: return less, or raise Policy.max_result_bytes",
+        )
+        if isinstance(reply, protocol.Specialised):
+            bridge.send(protocol.Specialised(error=error))
+        else:
+            bridge.send(protocol.Failed(request_id=reply.request_id, error=error))
 
 
 def _specialise(
@@ -126,7 +147,7 @@ def _specialise(
                 kind="protocol", type_name="RuntimeError", message="sandbox already specialised"
             )
         )
-    files = frozenset(f"{m.name}.py" for m in message.modules)
+    files = {f"{m.name}.py": m.source for m in message.modules}
     try:
         return tenant_code.TenantCode(message, prepared), protocol.Specialised()
     except Exception as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import marshal
 import traceback
 import types
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -34,19 +35,54 @@ class TenantFailure(Exception):
         self.info = info
 
 
-def error_info(kind: str, exc: BaseException, tenant_files: frozenset[str]) -> protocol.ErrorInfo:
-    """Describe `exc` as data; keep only frames of the tenant's own files."""
+#: Caps on what an error report carries, applied here, in the sandbox: a tenant can raise an
+#: exception with a 100 MB message or recurse a thousand frames deep, and the report must still
+#: fit in a frame and stay readable.
+MAX_ERROR_MESSAGE_CHARS = 8192
+MAX_TYPE_NAME_CHARS = 200
+MAX_TRACEBACK_FRAMES = 50
+MAX_LINE_CHARS = 400
+
+
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
+def error_info(
+    kind: str, exc: BaseException, tenant_sources: Mapping[str, str]
+) -> protocol.ErrorInfo:
+    """Describe `exc` as data; keep only frames of the tenant's own files, capped.
+
+    `tenant_sources` maps each tenant file name ("settings.py") to its source. Source lines are
+    rendered from it, never through `linecache`: linecache resolves a bare file name against
+    `sys.path` and the working directory, so it would show a host file of the same name.
+    """
+    frames = [
+        (frame.f_code.co_filename, lineno, frame.f_code.co_name)
+        for frame, lineno in traceback.walk_tb(exc.__traceback__)
+        if frame.f_code.co_filename in tenant_sources
+    ]
     lines: list[str] = []
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename in tenant_files:
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-            if frame.line:
-                lines.append(f"    {frame.line}")
+    if len(frames) > MAX_TRACEBACK_FRAMES:
+        lines.append(f"  ... {len(frames) - MAX_TRACEBACK_FRAMES} earlier frames not shown")
+        frames = frames[-MAX_TRACEBACK_FRAMES:]
+    split: dict[str, list[str]] = {}
+    for filename, lineno, name in frames:
+        lines.append(_cap(f'  File "{filename}", line {lineno}, in {name}', MAX_LINE_CHARS))
+        source_lines = split.get(filename)
+        if source_lines is None:
+            source_lines = split[filename] = tenant_sources[filename].splitlines()
+        if lineno is not None and 0 < lineno <= len(source_lines):
+            text = source_lines[lineno - 1].strip()
+            if text:
+                lines.append(f"    {_cap(text, MAX_LINE_CHARS)}")
     try:
-        message = str(exc)
+        message = _cap(str(exc), MAX_ERROR_MESSAGE_CHARS)
     except Exception:  # a tenant __str__ that raises must not break the report
         message = "<exception message could not be rendered>"
-    name = type(exc).__name__
+    name = _cap(type(exc).__name__, MAX_TYPE_NAME_CHARS)
     if lines:
         lines.insert(0, "Traceback (most recent call last):")
     lines.append(f"{name}: {message}" if message else name)
@@ -85,7 +121,7 @@ class TenantCode:
         self.bridge = prepared.bridge
         self.namespace = prepared.namespace
         self.sources = {m.name: m for m in spec.modules}
-        self.files = frozenset(f"{m.name}.py" for m in spec.modules)
+        self.files = {f"{m.name}.py": m.source for m in spec.modules}
         self.loaded: dict[str, types.ModuleType] = {}
         prepared.outbound[0] = spec.outbound
         prepared.tenant = self
@@ -232,7 +268,11 @@ class _NowhereSocket:
 def warm_up(policy: Policy, modules: list[protocol.ModuleCode]) -> None:
     """Run the host's warm-up worker once in a throwaway namespace; never raise."""
     try:
-        bridge = Bridge(_NowhereSocket(), policy.max_log_bytes)  # type: ignore[arg-type]
+        bridge = Bridge(
+            _NowhereSocket(),  # type: ignore[arg-type]
+            policy.max_log_bytes,
+            protocol.frame_limit(policy.max_result_bytes),
+        )
         prepared = Prepared(policy, bridge, [0])
         spec = protocol.Specialise(
             tenant_id="warm-up", main_module=modules[0].name, modules=modules, env=[]

@@ -7,7 +7,8 @@ policy's attribute guard, so tenant code reads its public attributes and nothing
 
 Failures are ordinary exceptions raised into tenant code: `TypeError` for a body that is not text
 or bytes, `CapabilityError` for a binding the host refuses, `FetchError` when the tenant has no
-outbound handler.
+outbound handler, `PayloadTooLarge` for a binding call over the frame limit, `RateLimited` when
+the tenant's binding calls exceed the host's rate (both are `BindingError`s).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ class BindingError(Exception):
 @register_safe_type
 class FetchError(Exception):
     """An outbound fetch failed, or this tenant has no outbound access at all."""
+
+
+@register_safe_type
+class PayloadTooLarge(BindingError, ValueError):
+    """A binding call's arguments are over the channel's frame limit: nothing was sent."""
+
+
+@register_safe_type
+class RateLimited(BindingError):
+    """This tenant made binding calls faster than the host allows; slow down and retry."""
 
 
 def _lower_headers(headers: Mapping[str, str] | list[tuple[str, str]] | None) -> dict[str, str]:
@@ -164,6 +175,8 @@ class WorkersModule:
         self.CapabilityError = CapabilityError
         self.BindingError = BindingError
         self.FetchError = FetchError
+        self.PayloadTooLarge = PayloadTooLarge
+        self.RateLimited = RateLimited
         self.WorkflowEntrypoint = WorkflowEntrypoint
         self.NonRetryableError = NonRetryableError
         self.StepError = StepError

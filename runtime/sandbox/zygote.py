@@ -26,6 +26,7 @@ import msgspec
 
 from dynworkers.runtime import protocol
 from dynworkers.runtime.sandbox import child
+from dynworkers.sandbox_policy import landlock
 from dynworkers.sandbox_policy.hardening import PreparedHardening
 from dynworkers.sandbox_policy.policy import Policy
 
@@ -60,7 +61,8 @@ class Zygote:
     def __init__(self, policy: Policy, warmup: list[protocol.ModuleCode]) -> None:
         self.policy = policy
         self.warmup = warmup
-        self.hardening = PreparedHardening.prepare(policy.os)
+        # Everything a sandbox needs is imported by now: what Landlock lets it read follows.
+        self.hardening = PreparedHardening.prepare(policy.os, landlock.readable_paths())
         self.children: dict[int, int] = {}  # pid -> sandbox_id
         self.by_sandbox: dict[int, int] = {}  # sandbox_id -> pid
         self.inbox = bytearray()

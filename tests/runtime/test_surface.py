@@ -31,11 +31,13 @@ SURFACES = {
         "SandboxError",
         "SandboxTimeout",
         "SandboxCrashed",
+        "MemoryLimitExceeded",
         "ProtocolError",
         "BootError",
         "PoolBusy",
         "SupervisorClosed",
         "CapabilityError",
+        "BindingRateLimited",
     },
     "dynworkers.loader": {
         "Binding",
@@ -133,6 +135,7 @@ def test_runtime_errors_subclass_the_builtin_with_the_same_meaning() -> None:
     assert issubclass(runtime.EntrypointNotFound, LookupError)
     assert issubclass(runtime.ResultError, ValueError)
     assert issubclass(runtime.CapabilityError, PermissionError)
+    assert issubclass(runtime.MemoryLimitExceeded, MemoryError)
     for name in runtime.__all__:
         value = getattr(runtime, name)
         if isinstance(value, type) and issubclass(value, BaseException):
