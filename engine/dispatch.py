@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dynworkers.engine import rules
 from dynworkers.engine.errors import InvalidInput, MissingDispatcherMetadataError, UnknownWorkflow
 from dynworkers.engine.store import InstanceNotFound
 from dynworkers.loader import Binding, stub_worker
@@ -33,7 +34,8 @@ ENVELOPE_KEY = "__dispatcherMetadata"
 
 
 def envelope(metadata: Any, params: Any) -> dict[str, Any]:
-    return {ENVELOPE_KEY: metadata, "params": params}
+    """`create()` without params runs with payload `{}`, as Cloudflare's."""
+    return {ENVELOPE_KEY: metadata, "params": {} if params is None else params}
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,11 @@ async def dispatch_workflow(
     """Unwrap the envelope, find the tenant's runner, run it; the primitive beneath the
     dynamic entrypoint."""
     payload = event.get("payload")
-    if not isinstance(payload, dict) or ENVELOPE_KEY not in payload:
+    if not isinstance(payload, dict) or ENVELOPE_KEY not in payload or "params" not in payload:
         raise MissingDispatcherMetadataError(
-            f"instance {event.get('instance_id')!r} has no {ENVELOPE_KEY!r} in its params: "
-            "create instances of a dynamic workflow through wrap_workflow_binding(...)"
+            f"instance {event.get('instance_id')!r} has no {ENVELOPE_KEY!r} envelope (with its "
+            "'params') in its params: create instances of a dynamic workflow through "
+            "wrap_workflow_binding(...)"
         )
     runner = load_runner(payload[ENVELOPE_KEY], env, ctx)
     if inspect.isawaitable(runner):
@@ -131,6 +134,7 @@ class WorkflowsBinding(Binding):
             "restart",
             "send_event",
             "delete",
+            "delete_batch",
         }
     )
 
@@ -166,9 +170,12 @@ class WorkflowsBinding(Binding):
         return engine, dynamic[0]
 
     async def _own(self, engine: Engine, tenant_id: str, local_id: object) -> str:
-        """The engine id of the tenant's instance `local_id`; unknown to every other tenant."""
-        if not isinstance(local_id, str):
-            raise InvalidInput(f"an instance id is a str, got {type(local_id).__name__}")
+        """The engine id of the tenant's instance `local_id`; unknown to every other tenant.
+        A malformed id is refused as invalid, never looked up."""
+        try:
+            rules.check_instance_id(local_id)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         instance_id = f"{tenant_id}/{local_id}"
         try:
             record = await engine.record(instance_id)
@@ -194,6 +201,16 @@ class WorkflowsBinding(Binding):
             items = [(i, envelope(self.metadata, p)) for i, p in pairs]
             batch = await engine.create(workflow, items, tenant=tenant_id)
             return [i.removeprefix(prefix) for i in batch]
+        if method == "delete_batch":
+            ids = args[0] if args else None
+            if not isinstance(ids, list) or not ids or len(ids) > rules.MAX_BATCH:
+                raise InvalidInput(
+                    f"delete_batch takes a list of 1 to {rules.MAX_BATCH} instance ids"
+                )
+            owned = [await self._own(engine, tenant_id, i) for i in ids]
+            for instance_id in owned:
+                await engine.delete(instance_id)
+            return len(owned)
         if not args:
             raise InvalidInput(f"{method}() needs an instance id")
         instance_id = await self._own(engine, tenant_id, args[0])

@@ -181,8 +181,11 @@ class Engine:
     def register(self, name: str, entrypoint: Any) -> Workflow:
         """Register a workflow: a dynamic entrypoint, a loader entrypoint stub of a tenant's
         workflow class, or a host-side `WorkflowEntrypoint` subclass."""
-        if not isinstance(name, str) or not name or len(name) > rules.MAX_STEP_NAME:
-            raise InvalidInput("a workflow name must be a non-empty str of <= 256 characters")
+        if not isinstance(name, str) or not rules.WORKFLOW_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"workflow name {name!r} is not valid: 1-64 characters of letters, digits, "
+                "- and _, not starting with -"
+            )
         if name in self.workflows:
             raise InvalidInput(f"workflow {name!r} is already registered")
         workflow = Workflow(self, name, entrypoint)
@@ -203,8 +206,8 @@ class Engine:
 
     @staticmethod
     def batch_items(items: object) -> list[tuple[str | None, Any]]:
-        if not isinstance(items, list):
-            raise InvalidInput("create_batch takes a list of {'id': ..., 'params': ...}")
+        if not isinstance(items, list) or not items:
+            raise InvalidInput("create_batch takes a non-empty list of {'id': ..., 'params': ...}")
         if len(items) > rules.MAX_BATCH:
             raise InvalidInput(f"create_batch takes at most {rules.MAX_BATCH} instances")
         pairs = []
@@ -328,15 +331,24 @@ class Engine:
         )
         await self.store.notify(f"fence {instance_id}")
 
-    async def restart(self, instance_id: str, from_step: str | None = None) -> None:
+    async def restart(self, instance_id: str, from_step: Any = None) -> None:
+        """Run again from scratch, or from a recorded step: `from_step` is a name (the first
+        `do` step of that name) or `{"name": ..., "count": n, "type": "do"|"sleep"|"wait"}`
+        (its n-th occurrence, from 1); the steps recorded before it are kept."""
         record = await self.record(instance_id)
         position = 0
         if from_step is not None:
+            name, occurrence, kind = _step_identity(from_step)
             steps = await self.store.steps(instance_id)
-            positions = [s.position for s in steps if s.name == from_step]
+            positions = [
+                s.position
+                for s in steps
+                if s.name == name and s.occurrence == occurrence and s.kind == kind
+            ]
             if not positions:
                 raise InvalidInput(
-                    f"instance {instance_id!r} has no recorded step named {from_step!r}"
+                    f"instance {instance_id!r} has no recorded {kind} step {name!r} "
+                    f"(occurrence {occurrence + 1}): see its steps for the names recorded"
                 )
             position = positions[0]
         self._fence(instance_id)
@@ -486,6 +498,22 @@ class Engine:
             "taken_over": self.lease.taken_over,
             **self.hotpath.snapshot(),
         }
+
+
+def _step_identity(from_step: Any) -> tuple[str, int, str]:
+    """(name, occurrence from 0, kind) of `restart(from_step=...)`'s argument."""
+    if isinstance(from_step, str):
+        return from_step, 0, "do"
+    if isinstance(from_step, dict) and set(from_step) <= {"name", "count", "type"}:
+        name, count = from_step.get("name"), from_step.get("count", 1)
+        kind = {"do": "do", "sleep": "sleep", "wait": "wait", "waitForEvent": "wait"}.get(
+            from_step.get("type", "do")
+        )
+        if isinstance(name, str) and isinstance(count, int) and count >= 1 and kind:
+            return name, count - 1, kind
+    raise InvalidInput(
+        "from_step is a step name or {'name': str, 'count': n >= 1, 'type': 'do'|'sleep'|'wait'}"
+    )
 
 
 #: Engines started in this process, most recent last: `wrap_workflow_binding` finds its engine

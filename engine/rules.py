@@ -14,6 +14,8 @@ from typing import Any
 MAX_STEP_NAME = 256
 #: Instance ids: a letter, digit or underscore, then letters, digits, - and _; at most 100.
 INSTANCE_ID = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,99}")
+#: Workflow names, as Cloudflare's: at most 64 characters.
+WORKFLOW_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]{0,63}")
 #: Step results, instance params, outputs and event payloads, encoded, are at most this.
 MAX_PAYLOAD_BYTES = 1 << 20
 #: `do` steps one instance may record, unless the engine is configured otherwise (sleeps and

@@ -394,8 +394,52 @@ def test_restart_from_scratch_and_from_a_named_step(run: Run) -> None:
         await h.engine.restart(instance)
         await settle(h, instance, "complete")
         assert (h.kv("acme", "runs:sum"), h.kv("acme", "runs:double")) == (2, 3)
-        with pytest.raises(InvalidInput, match="no recorded step named 'nope'"):
+        with pytest.raises(InvalidInput, match="no recorded do step 'nope'"):
             await h.engine.restart(instance, from_step="nope")
+        # Cloudflare's form: {name, count, type}
+        await h.engine.restart(instance, from_step={"name": "double", "count": 1, "type": "do"})
+        await settle(h, instance, "complete")
+        assert (h.kv("acme", "runs:sum"), h.kv("acme", "runs:double")) == (2, 4)
+        for bad in ({"name": "double", "count": 0}, {"name": "x", "kind": "do"}, 3):
+            with pytest.raises(InvalidInput, match="from_step is a step name"):
+                await h.engine.restart(instance, from_step=bad)
+
+    run(test)
+
+
+def test_create_without_params_runs_with_an_empty_payload(run: Run) -> None:
+    async def test(h: Harness) -> None:
+        h.deploy("acme", programs.ECHO)
+        (created,) = await h.engine.create(
+            "dynamic-workflow", [(None, {"__dispatcherMetadata": {"tenant_id": "acme"}})]
+        )
+        status = await settle(h, created, "complete", "errored")
+        assert status["error"]["name"] == "MissingDispatcherMetadataError"  # no params: refused
+        assert await h.fetch("acme", {"id": "e"}) == {"id": "e"}
+        status = await settle(h, "acme/e", "complete", "errored")
+        assert status["output"] == {}
+
+    run(test)
+
+
+def test_bad_ids_names_and_batches_are_refused_as_invalid(run: Run) -> None:
+    async def test(h: Harness) -> None:
+        h.deploy("acme", programs.ECHO)
+        stub = await h.stub("acme")
+        entry = stub.get_entrypoint("Default")
+        for method in ("get_bad", "delete_bad"):
+            assert "is not valid" in await getattr(entry, method)()  # refused, not looked up
+        assert "non-empty list" in await entry.empty_batch()
+        with pytest.raises(InvalidInput, match="1-64 characters"):
+            h.engine.register("x" * 65, WorkflowEntrypoint)
+        with pytest.raises(InvalidInput, match="1-64 characters"):
+            h.engine.register("-bad", WorkflowEntrypoint)
+        await h.fetch("acme", {"id": "one"})
+        await h.fetch("acme", {"id": "two"})
+        await settle(h, "acme/two", "complete")
+        assert await entry.delete_both() == 2
+        with pytest.raises(InstanceNotFound):
+            await h.engine.record("acme/one")
 
     run(test)
 

@@ -177,3 +177,39 @@ class TenantWorkflow(WorkflowEntrypoint):
             pass
         return "swallowed"
 """
+
+#: Echoes its payload; its fetch creates with no params; binding misuse reports the error's name.
+ECHO = """
+from workers import WorkerEntrypoint, WorkflowEntrypoint, Response
+
+
+def message_of(call):
+    try:
+        call()
+    except Exception as error:
+        return str(error)
+    return None
+
+
+class Default(WorkerEntrypoint):
+    def fetch(self, request):
+        body = request.json()
+        return Response.json({"id": self.env.WORKFLOWS.create(id=body["id"]).id})
+
+    def get_bad(self):
+        return message_of(lambda: self.env.WORKFLOWS.get("../../etc"))
+
+    def delete_bad(self):
+        return message_of(lambda: self.env.WORKFLOWS.get("a b").delete())
+
+    def empty_batch(self):
+        return message_of(lambda: self.env.WORKFLOWS.create_batch([]))
+
+    def delete_both(self):
+        return self.env.WORKFLOWS.delete_batch(["one", "two"])
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        return event.payload
+"""
