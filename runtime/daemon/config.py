@@ -47,7 +47,8 @@ class DaemonConfig:
     dispatcher: str = ""
     #: where KV, the compile cache, deployed code and the workflow store live
     state_dir: str = ".dynworkers"
-    #: the workflow store URL; empty means sqlite:///<state_dir>/engine.db
+    #: the store URL; empty means sqlite:///<state_dir>/engine.db (and KV in <state_dir>/kv.db);
+    #: postgresql://user:password@host:port/database puts workflows and KV in that database
     store: str = ""
     #: also route by Host header: <tenant>.<domain> reaches the tenant with the whole path
     domain: str = ""
