@@ -79,6 +79,11 @@ class DaemonConfig:
         for name in ("drain_timeout", "deadline", "idle_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.store and not self.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(
+                f"store must be sqlite:///path.db or postgresql://user:password@host:port/database,"
+                f" got {self.store!r}"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"
