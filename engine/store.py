@@ -1,7 +1,8 @@
 """The store interface of the durable engine, and the records it keeps.
 
-Host side. Plain data records and one abstract `Store`; backends (SQLite now, PostgreSQL later)
-implement it behind a URL (`sqlite:///path/engine.db`), so the engine never names a backend. Every
+Host side. Plain data records and one abstract `Store`; backends (engine.sqlite_store,
+engine.postgres_store) implement it behind a URL (`sqlite:///path/engine.db`,
+`postgresql://user@host/database`), so the engine never names a backend. Every
 write a caller awaits is durable when the await returns; backends are free to share one commit
 among many callers (group commit).
 
@@ -275,11 +276,20 @@ class Store(abc.ABC):
 
 
 def open_store(url: str) -> Store:
-    """A store for `url`: `sqlite:///relative/or/absolute/path.db`."""
+    """A store for `url`: `sqlite:///relative/or/absolute/path.db`, or
+    `postgresql://user:password@host:port/database` (needs `pip install 'dynworkers[postgres]'`)."""
     if url.startswith("sqlite:///"):
         from dynworkers.engine.sqlite_store import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL store is not built yet; use sqlite:///path.db")
-    raise StoreError(f"unknown store URL {url!r}: use sqlite:///path.db")
+        try:
+            from dynworkers.engine.postgres_store import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg ({exc}): pip install 'dynworkers[postgres]'"
+            ) from None
+        return PostgresStore(url)
+    raise StoreError(
+        f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/database"
+    )

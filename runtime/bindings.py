@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynworkers.loader import Binding
-from dynworkers.runtime.kv import KVStore
 
 
 class KVBinding(Binding):
     kind = "kv"
     methods = frozenset({"get", "put", "delete", "list"})
 
-    def __init__(self, store: KVStore, namespace: str) -> None:
+    def __init__(self, store: Any, namespace: str) -> None:
+        """`store` is a KV backend (runtime.kv.KVStore, runtime.kv_postgres.PostgresKV)."""
         if not isinstance(namespace, str) or not namespace:
             raise ValueError("a KV namespace must be a non-empty str")
         self.store = store
@@ -39,8 +39,10 @@ class KVBinding(Binding):
     async def call(
         self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
-        operation = getattr(self.store, method)
-        return operation(tenant_id, self.namespace, *args, **kwargs)
+        result = getattr(self.store, method)(tenant_id, self.namespace, *args, **kwargs)
+        if inspect.isawaitable(result):  # the PostgreSQL KV
+            result = await result
+        return result
 
     def __repr__(self) -> str:
         return f"<KVBinding {self.namespace!r}>"

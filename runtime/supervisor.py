@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
@@ -49,8 +50,11 @@ from dynworkers.runtime.errors import (
     TenantError,
 )
 from dynworkers.runtime.handle import SandboxHandle
-from dynworkers.runtime.kv import KVStore
+from dynworkers.runtime.kv import KVStore, open_kv
 from dynworkers.runtime.metrics import PoolMetrics
+
+if TYPE_CHECKING:
+    from dynworkers.runtime.kv_postgres import PostgresKV
 from dynworkers.runtime.pool import Pool
 from dynworkers.runtime.zygote_client import ZygoteClient
 from dynworkers.sandbox_policy import Policy, PolicyError
@@ -119,6 +123,9 @@ class CallControl:
 class SupervisorConfig:
     #: Where the KV database and the compile cache live.
     state_dir: str | Path = ".dynworkers"
+    #: The store URL: a `postgresql://` one puts the KV in that database, shared by every host;
+    #: anything else (or empty) keeps it in `<state_dir>/kv.db`.
+    store: str = ""
     #: Most sandboxes specialised at once; the least recently used is evicted past it.
     max_sandboxes: int = 64
     #: Blank sandboxes kept booted ahead of need.
@@ -179,7 +186,7 @@ class Supervisor:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._zygote: ZygoteClient | None = None
         self._pool: Pool | None = None
-        self._kv: KVStore | None = None
+        self._kv: KVStore | PostgresKV | None = None
         self._run_dir: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.rate_limit = BindingRateLimit(
@@ -204,7 +211,7 @@ class Supervisor:
         self.state_dir.chmod(0o700)  # tenants' data: no other user (a sandbox's uid) may enter
         self.cache.directory = self.state_dir / "compile-cache"
         self.cache.directory.mkdir(mode=0o700, exist_ok=True)
-        self._kv = KVStore(self.state_dir / "kv.db")
+        self._kv = await open_kv(self.config.store, self.state_dir)
         # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
         self._run_dir = tempfile.mkdtemp(prefix="dw-")
         self._context = zmq.Context()
@@ -262,7 +269,9 @@ class Supervisor:
         if self._context is not None:
             self._context.destroy(linger=0)
         if self._kv is not None:
-            self._kv.close()
+            closed = self._kv.close()
+            if inspect.isawaitable(closed):
+                await closed
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
 

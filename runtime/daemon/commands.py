@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dynworkers.engine import StoreError
 from dynworkers.runtime.daemon.client import ControlClient, ControlError
 from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from dynworkers.runtime.daemon.deployments import read_directory
 from dynworkers.runtime.errors import DynworkersError
 
-SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port")
+SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port", "store")
 
 
 def add_commands(commands: Any) -> None:
@@ -38,6 +39,7 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--state-dir")
     serve.add_argument("--control-host")
     serve.add_argument("--control-port", type=int)
+    serve.add_argument("--store", help="sqlite:///path.db or postgresql://user@host/database")
 
     def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--config", help="the daemon's TOML config, for its address")
@@ -120,10 +122,14 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("dynworkers").setLevel(config.log_level.upper())
     try:
         daemon = Daemon(config, read)
-    except DynworkersError as exc:
+    except (DynworkersError, StoreError) as exc:
         print(f"dynworkers: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    except StoreError as exc:  # at start: the store's URL is wrong or its server is not there
+        print(f"dynworkers: {exc}", file=sys.stderr)
+        return 2
 
 
 # --- the control API's wrappers ------------------------------------------------------------------

@@ -47,7 +47,8 @@ class DaemonConfig:
     dispatcher: str = ""
     #: where KV, the compile cache, deployed code and the workflow store live
     state_dir: str = ".dynworkers"
-    #: the workflow store URL; empty means sqlite:///<state_dir>/engine.db
+    #: the store URL; empty means sqlite:///<state_dir>/engine.db (and KV in <state_dir>/kv.db);
+    #: postgresql://user:password@host:port/database puts workflows and KV in that database
     store: str = ""
     #: also route by Host header: <tenant>.<domain> reaches the tenant with the whole path
     domain: str = ""
@@ -78,6 +79,11 @@ class DaemonConfig:
         for name in ("drain_timeout", "deadline", "idle_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.store and not self.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(
+                f"store must be sqlite:///path.db or postgresql://user:password@host:port/database,"
+                f" got {self.store!r}"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"

@@ -50,6 +50,7 @@ WORKFLOW = "tenants"
 def supervisor_config(config: DaemonConfig) -> SupervisorConfig:
     return SupervisorConfig(
         state_dir=config.state_dir,
+        store=config.store,
         max_sandboxes=config.max_sandboxes,
         spares=config.spares,
         idle_ttl=config.idle_ttl,

@@ -1,10 +1,16 @@
-"""The store contract: every backend must pass these (SQLite today; PostgreSQL joins the list)."""
+"""The store contract: every backend must pass these, SQLite and PostgreSQL (a real server).
+
+Each test that goes through `run_with_store` runs once per backend (`[sqlite]`, `[postgresql]`).
+The tests in `SQLITE_ONLY` build a `SQLiteStore` themselves and hold what is SQLite's by nature;
+their PostgreSQL counterparts are in tests/engine/test_postgres_store.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +26,50 @@ from dynworkers.engine import (
 )
 from dynworkers.engine.sqlite_store import SQLiteStore
 
+#: tests that are SQLite's by nature, run once, with why
+SQLITE_ONLY = {
+    "test_concurrent_writes_share_commits_and_a_failing_one_fails_alone": (
+        "counts SQLiteStore's commits (PostgreSQL: test_postgres_store.py)"
+    ),
+    "test_data_survives_reopen_and_a_newer_schema_is_refused": (
+        "reopens the file and edits PRAGMA user_version (PostgreSQL: test_postgres_store.py)"
+    ),
+    "test_unknown_store_urls_say_what_to_use": "no backend involved",
+    "test_a_version_1_database_migrates_to_the_current_schema_keeping_its_rows": (
+        "SQLite's own migration (PostgreSQL: test_postgres_store.py)"
+    ),
+    "test_a_migrated_database_opens_again_without_migrating_twice": "SQLite's own migration",
+}
+_url: list[str] = []  # the backend URL of the test running now
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        only_sqlite = metafunc.function.__name__ in SQLITE_ONLY
+        names = ["sqlite"] if only_sqlite else ["sqlite", "postgresql"]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path}/engine.db"
+    _url[:] = [url]
+    yield request.param
+    _url.clear()
+
 
 def backends(tmp_path: Path) -> list[str]:
-    return [f"sqlite:///{tmp_path}/engine.db"]
+    return list(_url)
 
 
 def run_with_store(tmp_path: Path, body: Callable[[Store], Awaitable[Any]]) -> None:
+    # a module that uses this imports `backend` and `pytest_generate_tests` from here too; a
+    # test without a backend would otherwise pass having run nothing
+    assert backends(tmp_path), "no backend: import backend and pytest_generate_tests"
+
     async def main() -> None:
         for url in backends(tmp_path):
             store = open_store(url)
@@ -191,3 +235,89 @@ def test_data_survives_reopen_and_a_newer_schema_is_refused(tmp_path: Path) -> N
 def test_unknown_store_urls_say_what_to_use() -> None:
     with pytest.raises(StoreError, match="sqlite:///"):
         open_store("mysql://x")
+
+
+def test_an_event_wakes_the_instance_waiting_for_its_type_and_no_other(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.create_instances(
+            [
+                record("w", status="waiting", waiting_for="approval", wake_at=50.0),
+                record("done", status="complete"),
+            ]
+        )
+        assert await store.deliver_event("w", "other", b"x", 1.0, now=2.0) is False
+        assert (await store.get_instance("w")).status == "waiting"
+        assert await store.deliver_event("w", "approval", b"y", 3.0, now=4.0) is True
+        woken = await store.get_instance("w")
+        assert (woken.status, woken.wake_at, woken.waiting_for, woken.updated) == (
+            "queued",
+            None,
+            None,
+            4.0,
+        )
+        with pytest.raises(ValueError, match="takes no more events"):
+            await store.deliver_event("done", "approval", b"", 1.0, now=1.0)
+        with pytest.raises(InstanceNotFound):
+            await store.deliver_event("nope", "approval", b"", 1.0, now=1.0)
+        taken = await store.take_event("w", "approval")
+        assert taken is not None and taken.payload == b"y"
+
+    run_with_store(tmp_path, body)
+
+
+def test_wait_for_event_records_the_step_with_the_event_or_the_wait(
+    tmp_path: Path,
+) -> None:
+    async def body(store: Store) -> None:
+        await store.create_instances([record("a")])
+        step = StepRecord("a", 0, "wait", "approval", 0, "pending", attempts=1)
+        waiting = {"status": "waiting", "waiting_for": "approval"}
+        assert await store.wait_for_event(step, "approval", lambda e: e.payload, **waiting) is None
+        assert await store.steps("a") == [step]
+        assert (await store.get_instance("a")).status == "waiting"
+        await store.add_event("a", "approval", b"ok", 1.0)
+        event = await store.wait_for_event(step, "approval", lambda e: e.payload + b"!")
+        assert event is not None and event.payload == b"ok"
+        [recorded] = await store.steps("a")
+        assert (recorded.status, recorded.result) == ("complete", b"ok!")
+        assert await store.take_event("a", "approval") is None
+
+    run_with_store(tmp_path, body)
+
+
+def test_record_and_restart_are_atomic_and_unfinished_lists_what_to_resume(
+    tmp_path: Path,
+) -> None:
+    async def body(store: Store) -> None:
+        await store.create_instances(
+            [record("a", created=1.0), record("b", created=2.0, status="complete")]
+        )
+        step = StepRecord("a", 0, "do", "s0", 0, "complete", result=b"\x01", attempts=1)
+        await store.record(step, "a", status="running", updated=2.0)
+        with pytest.raises(InstanceNotFound):  # the step is not written either
+            await store.record(replace(step, instance_id="nope"), "nope", status="running")
+        assert await store.steps("nope") == []
+        await store.record(replace(step, position=1, name="s1"), "a")
+        await store.record(None, "a", status="errored", error=b"\x02")
+        assert await store.unfinished() == []
+        await store.restart("a", 1, now=5.0)
+        again = await store.get_instance("a")
+        assert (again.status, again.error, again.updated) == ("queued", None, 5.0)
+        assert [s.name for s in await store.steps("a")] == ["s0"]
+        assert await store.unfinished() == [("a", "queued", None, None)]
+        await store.delete_instance("a")
+        assert await store.steps("a") == []
+        with pytest.raises(InstanceNotFound):
+            await store.delete_instance("a")
+
+    run_with_store(tmp_path, body)
+
+
+def test_metrics_add_up_per_tenant_minute_and_name(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.add_metrics([("t", 10, "warm", 1.0, 0.5), ("t", 11, "warm", 2.0, 1.0)])
+        await store.add_metrics([("t", 10, "warm", 3.0, 1.5)])
+        assert await store.metrics() == [("t", 10, "warm", 4.0, 2.0), ("t", 11, "warm", 2.0, 1.0)]
+        assert await store.metrics(since_minute=11) == [("t", 11, "warm", 2.0, 1.0)]
+
+    run_with_store(tmp_path, body)

@@ -19,8 +19,10 @@ from dynworkers.engine import EventRecord, InstanceNotFound, InstanceRecord, Ste
 from dynworkers.engine.errors import InvalidTransition
 from dynworkers.engine.sqlite_store import MIGRATIONS, SQLiteStore
 from dynworkers.engine.store import StaleGeneration
+from tests.engine.test_store_contract import backend, pytest_generate_tests, run_with_store
 from tests.engine.test_store_contract import record as instance
-from tests.engine.test_store_contract import run_with_store
+
+__all__ = ["backend", "pytest_generate_tests"]  # the contract's backends, one run each
 
 
 def step(instance_id: str, position: int, status: str = "complete", **fields: Any) -> StepRecord:

@@ -29,13 +29,17 @@ from tests.tenants import workflows as programs
 Run = Callable[..., Any]
 
 
-@pytest.fixture
-def run(config: Callable[..., Any]) -> Run:
-    """`run(test, **engine_options)`: run `await test(harness)` on a fresh harness."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run(config: Callable[..., Any], request: pytest.FixtureRequest) -> Run:
+    """`run(test, **engine_options)`: run `await test(harness)` on a fresh harness, once on each
+    store backend (PostgreSQL: a fresh database on the test server)."""
+    backend = (
+        {"store": request.getfixturevalue("postgres_url")} if request.param != "sqlite" else {}
+    )
 
     def go(test: Callable[[Harness], Any], **options: Any) -> None:
         async def main() -> None:
-            async with Harness(config(), **options) as harness:
+            async with Harness(config(), **{**backend, **options}) as harness:
                 await test(harness)
 
         asyncio.run(main())
