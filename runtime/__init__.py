@@ -34,6 +34,8 @@ _EXPORTS = {
     "PoolBusy": "dynworkers.runtime.errors",
     "SupervisorClosed": "dynworkers.runtime.errors",
     "CapabilityError": "dynworkers.runtime.errors",
+    "StateDirInUse": "dynworkers.runtime.errors",
+    "StateDirUnusable": "dynworkers.runtime.errors",
 }
 
 __all__ = list(_EXPORTS)

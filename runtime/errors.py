@@ -14,6 +14,8 @@ Host side only. Every error here says which tenant and what to do. The tree::
     │   └── BootError                        a spare could not be started
     ├── PoolBusy(TimeoutError)               every sandbox is busy and capacity is reached (busy)
     ├── SupervisorClosed                     the supervisor is shut or shutting down (closed)
+    ├── StateDirInUse                        another owner holds the state directory (names its pid)
+    ├── StateDirUnusable(OSError)            the state directory is read-only, full or unreachable
     └── CapabilityError(PermissionError)     a binding call outside the sandbox's capabilities
 
 `CompileError` belongs to the loader (`loader.CompileError`).
@@ -90,3 +92,11 @@ class SupervisorClosed(DynworkersError):
 
 class CapabilityError(DynworkersError, PermissionError):
     """A sandbox asked for a binding or method it was not granted."""
+
+
+class StateDirInUse(DynworkersError):
+    """Another process (or another Supervisor in this one) owns the state directory."""
+
+
+class StateDirUnusable(DynworkersError, OSError):
+    """The state directory cannot be created or written (read-only, full, failing disk)."""

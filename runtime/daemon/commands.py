@@ -6,7 +6,8 @@ dynworkers.toml, DYNWORKERS_* variables, or --url and --token) and print tables 
 reads them, JSON with --json.
 
 Exit status: 0 done, 1 the daemon refused or is not there (its message is printed), 2 bad
-arguments or config.
+arguments or config, or `serve` could not start (the state directory is in use by another daemon,
+read-only or full; the port is taken): one line on stderr saying what to do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dynworkers.engine import EngineError
 from dynworkers.runtime.daemon.client import ControlClient, ControlError
 from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from dynworkers.runtime.daemon.deployments import read_directory
@@ -123,7 +125,13 @@ def serve(args: argparse.Namespace) -> int:
     except DynworkersError as exc:
         print(f"dynworkers: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    except (DynworkersError, EngineError, OSError) as exc:
+        if daemon.serving:
+            raise  # a failure while serving is not a refusal to start
+        print(f"dynworkers: cannot start: {exc}", file=sys.stderr)
+        return 2
 
 
 # --- the control API's wrappers ------------------------------------------------------------------

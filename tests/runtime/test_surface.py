@@ -36,6 +36,8 @@ SURFACES = {
         "PoolBusy",
         "SupervisorClosed",
         "CapabilityError",
+        "StateDirInUse",
+        "StateDirUnusable",
     },
     "dynworkers.loader": {
         "Binding",
