@@ -83,11 +83,12 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.awaiting_head = True
         self.timer: asyncio.TimerHandle | None = None
+        # counted from here: asyncio accepts a batch of connections before any is "made"
+        guard.open[inner] = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.guard.open[self.inner] = self
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:

@@ -26,6 +26,7 @@ from dynworkers.engine.replay import (
     WaitTimeout,
     WorkflowEntrypoint,
 )
+from dynworkers.sandbox_policy.guards import register_writable_type
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
@@ -90,6 +91,13 @@ class Headers(dict[str, str]):
     def setdefault(self, name: object, value: object = "") -> str:
         key, checked = _checked_header(name, value)
         return str(super().setdefault(key, checked))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("set a header as an item: response.headers[name] = value")
+
+
+# Tenant code sets headers as items (`response.headers["x"] = "y"`), each checked above.
+register_writable_type(Headers)
 
 
 def _lower_headers(headers: Mapping[str, str] | list[tuple[str, str]] | None) -> dict[str, str]:
