@@ -71,13 +71,15 @@ def test_after_kill_9_the_next_start_takes_the_directory_and_removes_stale_run_d
     write_tenant(daemon.tenants, "echo", main=programs.ECHO)
     before = run_dirs()
     daemon.start()
-    mine = {
-        d
-        for d in run_dirs() - before
-        if (Path(d) / RUN_OWNER).read_text().strip() == str(daemon.pid)
-    }
+    try:
+        mine = {
+            d
+            for d in run_dirs() - before
+            if (Path(d) / RUN_OWNER).read_text().strip() == str(daemon.pid)
+        }
+    finally:
+        daemon.stop(signal.SIGKILL)
     assert len(mine) == 1, "the daemon's run directory names its owner"
-    daemon.stop(signal.SIGKILL)
     (stale,) = mine
     assert Path(stale).exists(), "SIGKILL left the run directory behind"
     daemon.start()
