@@ -340,11 +340,12 @@ class Engine:
         if from_step is not None:
             name, occurrence, kind = _step_identity(from_step)
             steps = await self.store.steps(instance_id)
-            positions = [
-                s.position
-                for s in steps
-                if s.name == name and s.occurrence == occurrence and s.kind == kind
-            ]
+            named = [s for s in steps if s.name == name and s.occurrence == occurrence]
+            # a bare name means the do step of that name, else the step of any kind so named
+            chosen = [s for s in named if s.kind == kind] or (
+                named if isinstance(from_step, str) else []
+            )
+            positions = [s.position for s in chosen]
             if not positions:
                 raise InvalidInput(
                     f"instance {instance_id!r} has no recorded {kind} step {name!r} "

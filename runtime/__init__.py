@@ -36,6 +36,8 @@ _EXPORTS = {
     "SupervisorClosed": "dynworkers.runtime.errors",
     "CapabilityError": "dynworkers.runtime.errors",
     "BindingRateLimited": "dynworkers.runtime.errors",
+    "StateDirInUse": "dynworkers.runtime.errors",
+    "StateDirUnusable": "dynworkers.runtime.errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -15,6 +15,8 @@ Host side only. Every error here says which tenant and what to do. The tree::
     │   └── BootError                        a spare could not be started
     ├── PoolBusy(TimeoutError)               every sandbox is busy and capacity is reached (busy)
     ├── SupervisorClosed                     the supervisor is shut or shutting down (closed)
+    ├── StateDirInUse                        another owner holds the state directory (names its pid)
+    ├── StateDirUnusable(OSError)            the state directory is read-only, full or unreachable
     ├── CapabilityError(PermissionError)     a binding call outside the sandbox's capabilities
     └── BindingRateLimited                   a tenant's binding calls exceeded its rate (busy)
 
@@ -109,3 +111,11 @@ class BindingRateLimited(DynworkersError):
 
     Raised on the host side only as the error reply's source; the tenant sees
     `workers.RateLimited`."""
+
+
+class StateDirInUse(DynworkersError):
+    """Another process (or another Supervisor in this one) owns the state directory."""
+
+
+class StateDirUnusable(DynworkersError, OSError):
+    """The state directory cannot be created or written (read-only, full, failing disk)."""

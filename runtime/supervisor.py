@@ -17,8 +17,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from dynworkers.runtime.metrics import PoolMetrics
 if TYPE_CHECKING:
     from dynworkers.runtime.kv_postgres import PostgresKV
 from dynworkers.runtime.pool import Pool
+from dynworkers.runtime.state_dir import RunDir, StateLock, remove_stale_run_dirs
 from dynworkers.runtime.zygote_client import ZygoteClient
 from dynworkers.sandbox_policy import Policy, PolicyError
 
@@ -187,7 +186,8 @@ class Supervisor:
         self._zygote: ZygoteClient | None = None
         self._pool: Pool | None = None
         self._kv: KVStore | PostgresKV | None = None
-        self._run_dir: str | None = None
+        self._run_dir: RunDir | None = None
+        self._lock = StateLock(self.state_dir)
         self._sweeper: asyncio.Task[None] | None = None
         self.rate_limit = BindingRateLimit(
             self.config.binding_calls_per_second, self.config.binding_call_burst
@@ -207,13 +207,22 @@ class Supervisor:
         await self.close()
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.chmod(0o700)  # tenants' data: no other user (a sandbox's uid) may enter
+        """Take the state directory (StateDirInUse, StateDirUnusable), then start the zygote
+        and the spares. An `Engine(supervisor)` shares the directory under this lock."""
+        self._lock.acquire()  # before anything else touches the directory
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        remove_stale_run_dirs()
         self.cache.directory = self.state_dir / "compile-cache"
+        self.state_dir.chmod(0o700)  # tenants' data: no other user (a sandbox's uid) may enter
         self.cache.directory.mkdir(mode=0o700, exist_ok=True)
         self._kv = await open_kv(self.config.store, self.state_dir)
-        # ipc paths are limited to ~107 bytes, and the directory must be private: a short one.
-        self._run_dir = tempfile.mkdtemp(prefix="dw-")
+        self._run_dir = RunDir()
         self._context = zmq.Context()
         self._zygote = ZygoteClient(
             self.config.policy, self._on_exit, self._on_zygote_lost, warmup=self._warmup()
@@ -221,7 +230,7 @@ class Supervisor:
         self._pool = Pool(
             zygote=self._zygote,
             context=self._context,
-            run_dir=self._run_dir,
+            run_dir=self._run_dir.path,
             max_sandboxes=self.config.max_sandboxes,
             spares=self.config.spares,
             boot_timeout=self.config.boot_timeout,
@@ -230,11 +239,7 @@ class Supervisor:
             metrics=self.metrics,
             rate_limit=self.rate_limit,
         )
-        try:
-            await self._zygote.start()
-        except BaseException:
-            await self.close()
-            raise
+        await self._zygote.start()
         self._pool.replenish()
         self._pool.watch_memory(self.config.memory_check_interval)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -273,7 +278,8 @@ class Supervisor:
             if inspect.isawaitable(closed):
                 await closed
         if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir.remove()
+        self._lock.release()
 
     def _on_exit(self, exited: protocol.Exited) -> None:
         if self._pool is not None:
@@ -285,11 +291,23 @@ class Supervisor:
             self._pool.on_zygote_lost()
 
     async def _sweep(self) -> None:
+        """Evict idle and oversized sandboxes and top the spares up, every `sweep_interval`.
+        A failure (an OSError when file descriptors run out, say) is logged and the next round
+        runs as usual: the sweeper outlives every fault."""
         while True:
             await asyncio.sleep(self.config.sweep_interval)
             assert self._pool is not None
-            self._pool.sweep(self.config.idle_ttl)
-            self._pool.replenish()
+            try:
+                self._pool.sweep(self.config.idle_ttl)
+                self._pool.replenish()
+            except Exception as exc:
+                log.error(
+                    "sweep failed (%s: %s); sandboxes were not checked this round, the next "
+                    "round runs in %g s",
+                    type(exc).__name__,
+                    exc,
+                    self.config.sweep_interval,
+                )
 
     @property
     def pool(self) -> Pool:

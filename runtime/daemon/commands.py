@@ -6,7 +6,8 @@ dynworkers.toml, DYNWORKERS_* variables, or --url and --token) and print tables 
 reads them, JSON with --json.
 
 Exit status: 0 done, 1 the daemon refused or is not there (its message is printed), 2 bad
-arguments or config.
+arguments or config, or `serve` could not start (the state directory is in use by another daemon,
+read-only or full; the port is taken): one line on stderr saying what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dynworkers.engine import StoreError
+from dynworkers.engine import EngineError, StoreError
 from dynworkers.runtime.daemon.client import ControlClient, ControlError
 from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from dynworkers.runtime.daemon.deployments import read_directory
@@ -127,8 +128,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(daemon.run())
-    except StoreError as exc:  # at start: the store's URL is wrong or its server is not there
-        print(f"dynworkers: {exc}", file=sys.stderr)
+    except (DynworkersError, EngineError, OSError) as exc:
+        if daemon.serving:
+            raise  # a failure while serving is not a refusal to start
+        # at start: the state directory, the store's URL or server, the address
+        print(f"dynworkers: cannot start: {exc}", file=sys.stderr)
         return 2
 
 

@@ -54,8 +54,16 @@ class DaemonConfig:
     domain: str = ""
     #: request bodies over this many bytes get 413
     max_body_bytes: int = 1 << 20
-    #: seconds SIGTERM waits for requests in flight before the daemon stops anyway
+    #: seconds SIGTERM waits, in all, for requests in flight; one still running then gets 503
     drain_timeout: float = 10.0
+    #: seconds a connection may stay open without a request (from its start or last response)
+    keepalive_timeout: float = 75.0
+    #: seconds a client has to finish a request head once it has begun sending it (else 408)
+    header_timeout: float = 10.0
+    #: seconds a client has to send a request body (else 408)
+    body_timeout: float = 30.0
+    #: open connections the front door accepts at once; more are answered 503 and closed
+    max_connections: int = 1000
     #: seconds a tenant call may run before its sandbox is killed (504)
     deadline: float = 30.0
     memory_limit_mb: int = 256
@@ -71,12 +79,25 @@ class DaemonConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535, 0 picks one), got {value}")
-        for name in ("max_body_bytes", "max_sandboxes", "max_running", "memory_limit_mb"):
+        for name in (
+            "max_body_bytes",
+            "max_sandboxes",
+            "max_running",
+            "memory_limit_mb",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.spares < 0:
             raise ConfigError(f"spares must be >= 0, got {self.spares}")
-        for name in ("drain_timeout", "deadline", "idle_ttl"):
+        for name in (
+            "drain_timeout",
+            "deadline",
+            "idle_ttl",
+            "keepalive_timeout",
+            "header_timeout",
+            "body_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.store and not self.store.startswith(("sqlite:///", "postgresql://", "postgres://")):

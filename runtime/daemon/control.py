@@ -4,7 +4,9 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
 (never the tenant front door's listener, so a tenant request cannot reach it). With a
 `control_token` configured every route but /healthz needs `Authorization: Bearer <token>`.
 
-    GET  /healthz                                         liveness
+    GET  /healthz                                         liveness: the process answers
+    GET  /readyz                                          readiness: running, and the state
+                                                          directory (the store's disk) takes writes
     GET  /metrics                                         Prometheus text format
     GET  /_/stats                                         pool, loader and engine stats
     GET  /_/tenants                                       tenants and their served versions
@@ -20,14 +22,23 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
 Workflow operations go through the tenant's own `env.WORKFLOWS` binding, so the API sees exactly
 the instances the tenant sees, by the ids the tenant knows. Bad input is 400 naming the problem,
 an unknown tenant or instance 404, an operation the instance's status refuses 409, code that does
-not compile 422 with every error (the served version stays).
+not compile 422 with every error (the served version stays), and so does a module whose name or
+source is not valid Unicode (a lone surrogate). JSON nested deeper than `MAX_DEPTH` is 400. A body
+not sent within `body_timeout` is 408. A store or disk that fails a write (full, read-only, I/O
+error) is 503 `StoreUnavailable` with the reason, and /readyz says so until writes succeed again;
+nothing is half-done: the store commits all of an operation or none of it. Any other failure
+is the host's: one ERROR line with its traceback in the daemon's log, and a 500 `HostError`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -38,12 +49,15 @@ from dynworkers.engine import (
     InstanceNotFound,
     InvalidInput,
     InvalidTransition,
+    StoreError,
     wrap_workflow_binding,
 )
 from dynworkers.loader import CompileError, InvalidWorkerCode
+from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import InvalidTenant, check_tenant_id
 from dynworkers.runtime.daemon.front import compile_errors, error
 from dynworkers.runtime.daemon.tenants import DeployRefused, UnknownTenant
+from dynworkers.runtime.state_dir import probe
 
 if TYPE_CHECKING:
     from dynworkers.runtime.daemon.server import Daemon
@@ -51,14 +65,37 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATIONS = ("pause", "resume", "terminate", "restart")
 MAX_LIST = 1000
+#: nesting of arrays and objects a JSON body may have
+MAX_DEPTH = 100
+#: errno values that mean "the disk does not take writes", answered 503
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+log = logging.getLogger("dynworkers.control")
 
 
 class BadRequest(Exception):
     """The request's body or query cannot be used; the message says what is wrong."""
 
 
-async def json_body(request: web.Request, required: bool = True) -> dict[str, Any]:
-    raw = await request.read()
+_TOO_DEEP = object()
+
+
+def _too_deep(value: Any, most: int) -> bool:
+    """Whether arrays and objects nest more than `most` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            if depth > most:
+                return True
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+async def json_body(
+    request: web.Request, required: bool = True, body_timeout: float = 30.0
+) -> dict[str, Any]:
+    raw = await read_body(request, body_timeout)
     if not raw.strip():
         if required:
             raise BadRequest("the request needs a JSON object body")
@@ -69,6 +106,12 @@ async def json_body(request: web.Request, required: bool = True) -> dict[str, An
         raise BadRequest("the body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested past the interpreter's recursion limit
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or _too_deep(value, MAX_DEPTH):
+        raise BadRequest(
+            f"the body nests arrays and objects more than {MAX_DEPTH} levels deep; flatten it"
+        )
     if not isinstance(value, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}")
     return value
@@ -87,9 +130,31 @@ def _int_query(request: web.Request, name: str, default: int, most: int) -> int:
     return value
 
 
+def _check_unicode(tenant: str, modules: dict[str, str]) -> None:
+    """CompileError (422) naming each module whose name or source cannot be stored as UTF-8."""
+    problems: list[tuple[str, int | None, str]] = []
+    for name, source in modules.items():
+        shown = name.encode("utf-8", "backslashreplace").decode()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            problems.append((shown, None, f"the module name is not valid Unicode: {exc.reason}"))
+            continue
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            line = source.count("\n", 0, exc.start) + 1
+            problems.append((shown, line, f"the source is not valid Unicode: {exc.reason}"))
+    if problems:
+        raise CompileError(tenant, problems)
+
+
 class ControlAPI:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+
+    async def _body(self, request: web.Request, required: bool = True) -> dict[str, Any]:
+        return await json_body(request, required, self.daemon.config.body_timeout)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -98,6 +163,7 @@ class ControlAPI:
         )
         add = app.router.add_route
         add("GET", "/healthz", self.healthz)
+        add("GET", "/readyz", self.readyz)
         add("GET", "/metrics", self.metrics)
         add("GET", "/_/stats", self.stats)
         add("GET", "/_/tenants", self.list_tenants)
@@ -116,7 +182,7 @@ class ControlAPI:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.daemon.config.control_token
-        if token and request.path != "/healthz":
+        if token and request.path not in ("/healthz", "/readyz"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return error(401, "Unauthorized", "send Authorization: Bearer <control_token>")
@@ -149,12 +215,55 @@ class ControlAPI:
             )
         except EngineClosed as exc:
             return error(503, "ShuttingDown", str(exc))
+        except BodyTimeout as exc:
+            return error(408, "BodyTimeout", str(exc))
+        except StoreError as exc:
+            return error(
+                503,
+                "StoreUnavailable",
+                f"the workflow store refused the write ({exc}); nothing was changed: free "
+                "space or fix the disk, then retry (GET /readyz says when it takes writes)",
+            )
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                return self._host_error(request)
+            return error(
+                503,
+                "StoreUnavailable",
+                f"the state directory refused a write ({exc.strerror}); nothing was deployed: "
+                "free space or fix the disk, then retry (GET /readyz says when it takes writes)",
+            )
+        except Exception:
+            return self._host_error(request)
+
+    @staticmethod
+    def _host_error(request: web.Request) -> web.Response:
+        log.exception("%s %s failed in the host", request.method, request.path)
+        return error(500, "HostError", "the daemon failed on this request; see its log")
 
     # --- daemon ----------------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
         state = "draining" if self.daemon.stopping else "ok"
         return web.json_response({"status": state}, status=503 if self.daemon.stopping else 200)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 when the daemon takes work: running, and its state directory takes writes."""
+        if self.daemon.stopping:
+            return web.json_response({"status": "draining"}, status=503)
+        try:
+            await asyncio.to_thread(probe, Path(self.daemon.config.state_dir))
+        except OSError as exc:
+            return web.json_response(
+                {
+                    "status": "not ready",
+                    "store": f"not writable: {exc.strerror or exc}",
+                    "message": "the state directory refuses writes: workflow and deploy "
+                    "requests answer 503 until it takes them again",
+                },
+                status=503,
+            )
+        return web.json_response({"status": "ready", "store": "writable"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = await self.daemon.metrics.render()
@@ -177,12 +286,13 @@ class ControlAPI:
 
     async def put_tenant(self, request: web.Request) -> web.Response:
         tenant = check_tenant_id(request.match_info["tenant"])
-        body = await json_body(request)
+        body = await self._body(request)
         modules = body.get("modules")
         if not isinstance(modules, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in modules.items()
         ):
             raise BadRequest('"modules" must map module names to source text')
+        _check_unicode(tenant, modules)
         unknown = set(body) - {"modules", "main_module"}
         if unknown:
             raise BadRequest(f"unknown field(s) {sorted(unknown)}: send modules and main_module")
@@ -256,7 +366,7 @@ class ControlAPI:
 
     async def create_instance(self, request: web.Request) -> web.Response:
         tenant = self._known(request)
-        body = await json_body(request, required=False)
+        body = await self._body(request, required=False)
         unknown = set(body) - {"id", "params"}
         if unknown:
             raise BadRequest(f"unknown field(s) {sorted(unknown)}: send id and params")
@@ -272,7 +382,7 @@ class ControlAPI:
     async def send_event(self, request: web.Request) -> web.Response:
         tenant = self._known(request)
         instance_id = request.match_info["id"]
-        body = await json_body(request)
+        body = await self._body(request)
         event_type = body.get("type")
         if not isinstance(event_type, str) or not event_type:
             raise BadRequest('an event needs "type", a non-empty string')
@@ -286,7 +396,7 @@ class ControlAPI:
             return error(
                 404, "NotFound", f"no operation {operation!r}: use {', '.join(OPERATIONS)}"
             )
-        body = await json_body(request, required=False)
+        body = await self._body(request, required=False)
         if operation == "restart" and body.get("from_step") is not None:
             await self._call(tenant, operation, instance_id, body["from_step"])
         else:

@@ -13,12 +13,18 @@ Every failure stays with its request and its tenant:
     code does not compile         500 + the compile errors, module and line
     tenant code raised            500 + the tenant's traceback lines (never the host's)
     past the deadline             504      sandbox crashed      502
-    tenant busy / daemon closing  503
+    tenant busy / daemon closing  503      body not sent within body_timeout   408
+    invalid response header       502 (a name that is not an HTTP token, a value with CR, LF
+                                  or NUL: refused by the sandbox's `Response`, and checked
+                                  again here for anything that got past it)
+    still running when the drain ends (shutdown)   503
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from dynworkers.loader import CompileError
+from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import TENANT_ID, InvalidTenant
 from dynworkers.runtime.daemon.tenants import Tenants, UnknownTenant
 from dynworkers.runtime.errors import (
@@ -44,6 +51,11 @@ log = logging.getLogger("dynworkers.front")
 HOP_BY_HOP = frozenset(
     {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
 )
+#: RFC 9110 field names (tokens) and values (no CR, LF, NUL or other control but tab)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
+#: the type the sandbox's `Response` raises for a bad header (runtime.sandbox.workers)
+INVALID_HEADER = "InvalidHeader"
 #: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
 PREFIX_HEADER = "x-forwarded-prefix"
 DispatchObserver = Callable[[float, int], None]
@@ -68,13 +80,19 @@ class FrontDoor:
         domain: str = "",
         observe: DispatchObserver | None = None,
         tenant_error: TenantErrorSink | None = None,
+        body_timeout: float = 30.0,
     ) -> None:
         self.tenants = tenants
         self.max_body_bytes = max_body_bytes
         self.domain = domain
         self.observe = observe
         self.tenant_error = tenant_error
+        self.body_timeout = body_timeout
         self.in_flight = 0
+        #: the tasks serving tenant requests, answered 503 by `abort` at the end of a drain
+        self._running: set[asyncio.Task[Any]] = set()
+        self._idle: asyncio.Event | None = None
+        self.aborting = False
 
     def app(self) -> web.Application:
         # client_max_size: aiohttp refuses a larger body itself; `handle` words the 413.
@@ -98,11 +116,26 @@ class FrontDoor:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
         self.in_flight += 1
+        self._running.add(task)
         try:
             response = await self._answer(request)
+        except asyncio.CancelledError:
+            if not self.aborting:
+                raise
+            task.uncancel()
+            response = error(
+                503,
+                "ShuttingDown",
+                "the daemon stopped before the tenant answered (drain_timeout passed); retry",
+            )
         finally:
             self.in_flight -= 1
+            self._running.discard(task)
+            if self._idle is not None and not self.in_flight:
+                self._idle.set()
         if self.observe is not None:
             self.observe(time.perf_counter() - started, response.status)
         return response
@@ -116,7 +149,9 @@ class FrontDoor:
                 f"{request.path!r} names no tenant: send requests to /<tenant>/<path>",
             )
         try:
-            body = await request.read()
+            body = await read_body(request, self.body_timeout)
+        except BodyTimeout as exc:
+            return error(408, "BodyTimeout", str(exc))
         except web.HTTPRequestEntityTooLarge:
             return error(
                 413,
@@ -149,7 +184,7 @@ class FrontDoor:
             if self.tenant_error is not None:
                 self.tenant_error(tenant, exc)
             return error(
-                500,
+                502 if exc.type_name == INVALID_HEADER else 500,
                 exc.type_name,
                 exc.message,
                 tenant=tenant,
@@ -172,6 +207,29 @@ class FrontDoor:
             return error(500, "HostError", f"the host failed to serve tenant {tenant!r}: {exc}")
         response = web.Response(status=reply.status, body=reply.body)
         for name, value in reply.headers.items():
+            if not HEADER_NAME.match(name) or not HEADER_VALUE.match(value):
+                return error(
+                    502,
+                    INVALID_HEADER,
+                    f"tenant {tenant!r} answered with an invalid header {name!r}: {value!r} "
+                    "(names are HTTP tokens; values hold no CR, LF, NUL or control character)",
+                    tenant=tenant,
+                )
             if name.lower() not in HOP_BY_HOP:
                 response.headers[name] = value
         return response
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    async def drained(self) -> None:
+        """Return once no tenant request is running."""
+        self._idle = asyncio.Event()
+        if self.in_flight:
+            await self._idle.wait()
+
+    def abort(self) -> int:
+        """Answer 503 to every request still running (their calls are cancelled); how many."""
+        self.aborting = True
+        for task in self._running:
+            task.cancel()
+        return len(self._running)

@@ -6,13 +6,18 @@ instance finds its tenant's code on its first wake-up after a restart.
 
 Signals only queue a request and wake the loop (the handlers do nothing else):
 - SIGTERM or SIGINT: stop accepting tenant requests, let those in flight finish within
-  `drain_timeout`, end the log streams, close the engine (every instance is already durable; a
-  wake-up cut short runs again after the next start) and the supervisor, exit 0.
+  `drain_timeout` (one bound for the whole drain), answer 503 to any still running then, end the
+  log streams, close the control API, the engine (every instance is already durable; a wake-up
+  cut short runs again after the next start) and the supervisor, exit 0. A second SIGTERM or
+  SIGINT while draining ends the drain at once.
 - SIGHUP: read the config and the code directory again. Changed tenants are redeployed (a
   version that does not compile leaves the served one in place); settings that need a restart
   are reported, not applied.
 
-When both listeners are up, `<state_dir>/daemon.json` says where they are (and the pid).
+The state directory has one owner (the supervisor's lock, see runtime.state_dir): a second
+daemon on it refuses to start, naming the first one's pid. When both listeners are up,
+`<state_dir>/daemon.json` says where they are (and the pid); it is written atomically and removed
+only by the daemon whose pid it holds.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,13 @@ from aiohttp import web
 
 from dynworkers.engine import Engine, create_dynamic_workflow_entrypoint
 from dynworkers.runtime.daemon.config import RELOADABLE, ConfigError, DaemonConfig
+from dynworkers.runtime.daemon.connections import (
+    FD_RESERVE,
+    ConnectionGuard,
+    GuardedSite,
+    quiet_server_log,
+    raise_fd_limit,
+)
 from dynworkers.runtime.daemon.control import ControlAPI
 from dynworkers.runtime.daemon.front import FrontDoor
 from dynworkers.runtime.daemon.logs import TenantLogs
@@ -45,6 +56,10 @@ log = logging.getLogger("dynworkers.daemon")
 
 #: the one dynamic workflow that runs every tenant's TenantWorkflow
 WORKFLOW = "tenants"
+#: connections the control listener accepts at once (the front door's cap is configured)
+CONTROL_CONNECTIONS = 128
+#: seconds, past the drain, to write the 503s and close connections
+ANSWER_GRACE = 1.0
 
 
 def supervisor_config(config: DaemonConfig) -> SupervisorConfig:
@@ -78,21 +93,27 @@ class Daemon:
             config.domain,
             observe=self.metrics.observe_dispatch,
             tenant_error=self.logs.tenant_error,
+            body_timeout=config.body_timeout,
         )
         self.control = ControlAPI(self)
         self._runners: list[web.AppRunner] = []
         self._front_runner: web.AppRunner | None = None
         self._requests: asyncio.Queue[str] = asyncio.Queue()
+        self.started = False
+        #: both listeners are up: a failure from here on is not a refusal to start
+        self.serving = False
         self.stopping = False
+        self.guards: dict[str, ConnectionGuard] = {}
         self.urls: dict[str, str] = {}
 
     # --- starting --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; StateDirInUse or StateDirUnusable before anything else ran."""
         state = Path(self.config.state_dir)
-        state.mkdir(parents=True, exist_ok=True)
+        await self.supervisor.start()  # takes the state directory first
+        self.started = True
         self.logs.install()
-        await self.supervisor.start()
         self.engine.register(WORKFLOW, create_dynamic_workflow_entrypoint(self.tenants.load_runner))
         self.tenants.deployments.load()
         report = await self.tenants.reload()
@@ -108,7 +129,10 @@ class Daemon:
         await self._listen(
             self.control.app(), self.config.control_host, self.config.control_port, "control"
         )
-        (state / "daemon.json").write_text(json.dumps({"pid": os.getpid(), **self.urls}))
+        partial = state / f".daemon.json.{os.getpid()}"
+        partial.write_text(json.dumps({"pid": os.getpid(), **self.urls}))
+        partial.replace(state / "daemon.json")  # atomic: a reader sees all of it or none
+        self.serving = True
         log.info(
             "dynworkers serving tenants on %s/<tenant>/, control API on %s/_/",
             self.urls["front"],
@@ -116,11 +140,33 @@ class Daemon:
         )
 
     async def _listen(self, app: web.Application, host: str, port: int, name: str) -> web.AppRunner:
-        # shutdown_timeout: how long cleanup() waits for requests in flight (the drain bound)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.drain_timeout)
+        if name == "front":
+            needed = self.config.max_connections + CONTROL_CONNECTIONS + FD_RESERVE
+            limit = raise_fd_limit(needed)
+            cap = max(1, min(self.config.max_connections, limit - CONTROL_CONNECTIONS - FD_RESERVE))
+            if cap < self.config.max_connections:
+                log.warning(
+                    "max_connections lowered to %d: the open-files limit is %d (raise it with "
+                    "ulimit -n)",
+                    cap,
+                    limit,
+                )
+        else:
+            cap = CONTROL_CONNECTIONS
+        guard = ConnectionGuard(cap, self.config.header_timeout)
+        app.middlewares.insert(0, guard.middleware)
+        # shutdown_timeout: what cleanup() gives requests still running (stop() drains first)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=ANSWER_GRACE,
+            keepalive_timeout=self.config.keepalive_timeout,
+            logger=quiet_server_log(),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, guard)
         await site.start()
+        self.guards[name] = guard
         self._runners.append(runner)
         sockets = runner.addresses
         bound = sockets[0][1] if sockets else port
@@ -143,7 +189,7 @@ class Daemon:
             while (request := await self._requests.get()) != "stop":
                 await self.reload()
         finally:
-            await self.stop()  # a second signal while stopping only queues a request nobody reads
+            await self.stop()  # a second signal while stopping ends the drain at once
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         return 0
@@ -177,8 +223,6 @@ class Daemon:
         self.config = dataclasses.replace(self.config, **applied)
         self.front.domain = self.config.domain
         logging.getLogger("dynworkers").setLevel(self.config.log_level.upper())
-        for runner in self._runners:
-            runner._shutdown_timeout = self.config.drain_timeout
         try:
             self.tenants.configure(self.config)
         except Exception as exc:
@@ -187,18 +231,26 @@ class Daemon:
     # --- stopping --------------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        """Drain within `drain_timeout` in all, then close everything; safe after a failed
+        start, and a second signal cuts the drain short."""
         if self.stopping:
             return
         self.stopping = True
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         in_flight = self.front.in_flight
         if self._front_runner is not None:
-            # Stops listening, closes idle connections, waits for requests in flight.
+            for site in list(self._front_runner.sites):
+                await site.stop()  # no new connections; those open finish their requests
+            await self._drain(started + self.config.drain_timeout)
+            aborted = self.front.abort()
+            if aborted:
+                log.warning(
+                    "%d request(s) still running after the drain were answered 503", aborted
+                )
             await self._front_runner.cleanup()
         if in_flight:
-            log.info(
-                "drained %d request(s) in flight in %.2f s", in_flight, time.monotonic() - started
-            )
+            log.info("drained %d request(s) in flight in %.2f s", in_flight, loop.time() - started)
         await _maybe_await(self.logs.close())
         for runner in self._runners:
             if runner is not self._front_runner:
@@ -207,9 +259,39 @@ class Daemon:
         await self.engine.close()
         await self.supervisor.close()
         self.logs.uninstall()
-        with contextlib.suppress(FileNotFoundError):
-            (Path(self.config.state_dir) / "daemon.json").unlink()
-        log.info("stopped")
+        self._remove_where()
+        if self.started:
+            log.info("stopped")
+
+    async def _drain(self, deadline: float) -> None:
+        """Until no tenant request is running, the deadline, or a second stop signal."""
+        loop = asyncio.get_running_loop()
+        drained = loop.create_task(self.front.drained())
+        while not drained.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            signal_ = loop.create_task(self._requests.get())
+            done, _ = await asyncio.wait(
+                {drained, signal_}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if signal_ not in done:
+                signal_.cancel()
+            elif signal_.result() == "stop":
+                log.warning("second stop signal: not waiting for requests in flight")
+                break
+        drained.cancel()
+
+    def _remove_where(self) -> None:
+        """Remove daemon.json if it is this process's (another daemon's stays)."""
+        path = Path(self.config.state_dir) / "daemon.json"
+        try:
+            owner = json.loads(path.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            return
+        if owner == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 async def _maybe_await(value: Any) -> None:

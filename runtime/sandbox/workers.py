@@ -6,14 +6,17 @@ Workers so that a tenant reading their docs feels at home: `WorkerEntrypoint` (w
 policy's attribute guard, so tenant code reads its public attributes and nothing else.
 
 Failures are ordinary exceptions raised into tenant code: `TypeError` for a body that is not text
-or bytes, `CapabilityError` for a binding the host refuses, `FetchError` when the tenant has no
-outbound handler, `PayloadTooLarge` for a binding call over the frame limit, `RateLimited` when
+or bytes, `InvalidHeader` (a `ValueError`) for a response header whose name is not an HTTP token
+or whose value holds CR, LF, NUL or another control character (the front door answers it 502),
+`CapabilityError` for a binding the host refuses, `FetchError` when the tenant has no outbound
+handler, `PayloadTooLarge` for a binding call over the frame limit, `RateLimited` when
 the tenant's binding calls exceed the host's rate (both are `BindingError`s).
 """
 
 from __future__ import annotations
 
 import json as _json
+import re as _re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +27,7 @@ from dynworkers.engine.replay import (
     WaitTimeout,
     WorkflowEntrypoint,
 )
+from dynworkers.sandbox_policy.guards import register_writable_type
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
@@ -50,6 +54,60 @@ class PayloadTooLarge(BindingError, ValueError):
 @register_safe_type
 class RateLimited(BindingError):
     """This tenant made binding calls faster than the host allows; slow down and retry."""
+
+
+class InvalidHeader(ValueError):
+    """A response header the HTTP front door could not send as given."""
+
+
+#: RFC 9110: a field name is a token; a value holds no CR, LF, NUL or other control but tab
+_HEADER_NAME = _re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = _re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
+
+
+def _checked_header(name: object, value: object) -> tuple[str, str]:
+    name, value = str(name), str(value)
+    if not _HEADER_NAME.match(name):
+        raise InvalidHeader(
+            f"response header name {name!r} is not valid: use letters, digits and "
+            "!#$%&'*+-.^_`|~ only"
+        )
+    if not _HEADER_VALUE.match(value):
+        raise InvalidHeader(
+            f"response header {name!r} has a value with CR, LF, NUL or another control "
+            f"character: {value!r}; remove them"
+        )
+    return name.lower(), value
+
+
+@register_safe_type
+class Headers(dict[str, str]):
+    """A response's headers: lower-case names, each checked when it is set."""
+
+    def __init__(self, headers: Any = None) -> None:
+        super().__init__()
+        if headers is not None:
+            self.update(headers)
+
+    def __setitem__(self, name: object, value: object) -> None:
+        key, checked = _checked_header(name, value)
+        super().__setitem__(key, checked)
+
+    def update(self, headers: Any = (), **more: object) -> None:  # type: ignore[override]
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in [*pairs, *more.items()]:
+            self[name] = value
+
+    def setdefault(self, name: object, value: object = "") -> str:
+        key, checked = _checked_header(name, value)
+        return str(super().setdefault(key, checked))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("set a header as an item: response.headers[name] = value")
+
+
+# Tenant code sets headers as items (`response.headers["x"] = "y"`), each checked above.
+register_writable_type(Headers)
 
 
 def _lower_headers(headers: Mapping[str, str] | list[tuple[str, str]] | None) -> dict[str, str]:
@@ -97,12 +155,12 @@ class Response:
             raise ValueError(f"status must be an int between 100 and 599, got {status!r}")
         self.body = _body_bytes(body)
         self.status = status
-        self.headers = _lower_headers(headers)
+        self.headers = Headers(headers)
 
     @staticmethod
     def json(obj: object, status: int = 200, headers: Any = None) -> Response:
-        merged = {"content-type": "application/json"}
-        merged.update(_lower_headers(headers))
+        merged = Headers({"content-type": "application/json"})
+        merged.update(headers or {})
         return Response(_json.dumps(obj), status=status, headers=merged)
 
     def text(self) -> str:
@@ -177,6 +235,7 @@ class WorkersModule:
         self.FetchError = FetchError
         self.PayloadTooLarge = PayloadTooLarge
         self.RateLimited = RateLimited
+        self.InvalidHeader = InvalidHeader
         self.WorkflowEntrypoint = WorkflowEntrypoint
         self.NonRetryableError = NonRetryableError
         self.StepError = StepError

@@ -38,6 +38,8 @@ SURFACES = {
         "SupervisorClosed",
         "CapabilityError",
         "BindingRateLimited",
+        "StateDirInUse",
+        "StateDirUnusable",
     },
     "dynworkers.loader": {
         "Binding",
