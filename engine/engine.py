@@ -112,6 +112,8 @@ class Engine:
         self._store_retries: dict[str, int] = {}  # wake-ups in a row a store failure stopped
         #: wake-ups a store failure stopped, since start (logged, and in /metrics)
         self.store_failures = 0
+        #: wake-ups this host claimed and ran, since start
+        self.wake_ups = 0
         self._pause: set[str] = set()
         self._parked: dict[str, list[tuple[str, str | None]]] = {}  # workflow not registered yet
         self.losses: dict[str, int] = {}  # sandbox losses outside a step, per instance
@@ -496,6 +498,7 @@ class Engine:
             "hibernating": self.scheduler.waiting,
             "store_failures": self.store_failures,
             "host": self.host,
+            "wake_ups": self.wake_ups,
             "taken_over": self.lease.taken_over,
             **self.hotpath.snapshot(),
         }

@@ -39,6 +39,11 @@ _UNOWNED = (
 _RUNNABLE = (
     "(status = 'queued' OR (status = 'waiting' AND (wake_at IS NULL OR wake_at <= %(now)s)))"
 )
+#: owned by nobody live, not even this host (whose own running wake-ups must not be fenced out)
+_ORPHANED = (
+    "(owner IS NULL OR NOT EXISTS "
+    "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= %(now)s))"
+)
 _FINISHED = ("complete", "errored", "terminated")
 
 
@@ -95,7 +100,7 @@ async def claimable(
     # queue one instance). The engine's wake-up claims it again as this host: a no-op owner.
     cursor = await db.execute(
         "UPDATE instances SET owner = %(host)s, generation = generation + 1 WHERE id IN ("
-        f"SELECT id FROM instances WHERE {_RUNNABLE} AND {_UNOWNED} "
+        f"SELECT id FROM instances WHERE {_RUNNABLE} AND {_ORPHANED} "
         "ORDER BY COALESCE(wake_at, created) LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
         ") RETURNING id, tenant, COALESCE(wake_at, created)",
         {"host": host, "now": now, "limit": limit},

@@ -112,6 +112,11 @@ _UNOWNED = (
     "(owner IS NULL OR owner = :host OR NOT EXISTS "
     "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= :now))"
 )
+#: owned by nobody live, not even this host (whose own running wake-ups it must not disturb)
+_ORPHANED = (
+    "(owner IS NULL OR NOT EXISTS "
+    "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= :now))"
+)
 #: runnable now: queued, or waiting with no wake time or one that has passed
 _RUNNABLE = "(status = 'queued' OR (status = 'waiting' AND (wake_at IS NULL OR wake_at <= :now)))"
 _STEP_FIELDS = (
@@ -567,7 +572,7 @@ class SQLiteStore(Store):
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
             rows = db.execute(
-                f"SELECT id, tenant FROM instances WHERE {_RUNNABLE} AND {_UNOWNED} "
+                f"SELECT id, tenant FROM instances WHERE {_RUNNABLE} AND {_ORPHANED} "
                 "ORDER BY COALESCE(wake_at, created) LIMIT :limit",
                 {"host": host, "now": now, "limit": limit},
             ).fetchall()

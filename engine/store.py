@@ -247,8 +247,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
-        """(id, tenant) of up to `limit` instances due now that no live host owns, oldest first:
-        what `host` may take over (the safety net behind notifications)."""
+        """(id, tenant) of up to `limit` instances due now that no live host owns (this one
+        included: its own running wake-ups are left alone), oldest first: what `host` may take
+        over (the safety net behind notifications). A backend may claim them for `host` here."""
 
     @abc.abstractmethod
     async def request_pause(self, instance_id: str, now: float) -> str:

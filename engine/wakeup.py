@@ -72,6 +72,7 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
         if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
             engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
         return  # paused, finished, terminated, or another live host runs it
+    engine.wake_ups += 1
     workflow = engine.workflows.get(record.workflow)
     if workflow is None:
         await engine.park(record)  # runs when the host registers the workflow

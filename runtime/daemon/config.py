@@ -73,6 +73,14 @@ class DaemonConfig:
     #: workflow wake-ups running at once
     max_running: int = 64
     log_level: str = "info"
+    #: this daemon's id among the hosts sharing a PostgreSQL store; empty: hostname-pid-random
+    host_id: str = ""
+    #: seconds a host's claims hold without a renewal (renewed every third of it); another host
+    #: takes over the instances of a host whose lease lapsed
+    lease: float = 5.0
+    #: seconds between two looks for due instances that no live host owns (the safety net
+    #: behind LISTEN/NOTIFY)
+    poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("port", "control_port"):
@@ -97,6 +105,8 @@ class DaemonConfig:
             "keepalive_timeout",
             "header_timeout",
             "body_timeout",
+            "lease",
+            "poll_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")

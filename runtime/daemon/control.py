@@ -248,7 +248,8 @@ class ControlAPI:
         return web.json_response({"status": state}, status=503 if self.daemon.stopping else 200)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when the daemon takes work: running, and its state directory takes writes."""
+        """200 when the daemon takes work: running, its state directory takes writes, and so
+        does its workflow store (SQLite file or PostgreSQL)."""
         if self.daemon.stopping:
             return web.json_response({"status": "draining"}, status=503)
         try:
@@ -260,6 +261,19 @@ class ControlAPI:
                     "store": f"not writable: {exc.strerror or exc}",
                     "message": "the state directory refuses writes: workflow and deploy "
                     "requests answer 503 until it takes them again",
+                },
+                status=503,
+            )
+        engine = self.daemon.engine
+        try:  # a real, durable write through the store: this host's lease
+            await engine.store.renew_host(engine.host, engine.clock.now() + engine.lease.lease)
+        except StoreError as exc:
+            return web.json_response(
+                {
+                    "status": "not ready",
+                    "store": f"not writable: {exc}",
+                    "message": "the workflow store refuses writes: workflow and deploy requests "
+                    "answer 503 until it takes them again",
                 },
                 status=503,
             )
@@ -277,6 +291,22 @@ class ControlAPI:
             "in_flight": self.daemon.front.in_flight,
             "tenants": len(self.daemon.tenants.deployments.current),
         }
+        engine = self.daemon.engine
+        now = engine.clock.now()
+        try:
+            hosts = [
+                {
+                    "id": h.id,
+                    "address": h.address,
+                    "started": h.started,
+                    "lease_until": h.lease_until,
+                    "live": h.lease_until >= now,
+                }
+                for h in await engine.store.hosts()
+            ]
+        except StoreError as exc:  # the store is down: the rest of the stats still answer
+            hosts = [{"error": str(exc)}]
+        stats["cluster"] = {"host": engine.host, "hosts": hosts}
         return web.json_response(stats)
 
     # --- tenants ---------------------------------------------------------------------------------

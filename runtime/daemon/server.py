@@ -82,7 +82,13 @@ class Daemon:
         self.reload_config = reload_config
         self.supervisor = Supervisor(supervisor_config(config))
         self.engine = Engine(
-            self.supervisor, store=config.store_url, max_running=config.max_running
+            self.supervisor,
+            store=config.store_url,
+            max_running=config.max_running,
+            host=config.host_id or None,
+            address=f"http://{config.host}:{config.port}",
+            lease=config.lease,
+            poll_interval=config.poll_interval,
         )
         self.tenants = Tenants(self.supervisor, self.engine, config)
         self.logs = TenantLogs()

@@ -584,6 +584,8 @@ def test_claimable_lists_due_instances_that_no_live_host_owns_oldest_first(tmp_p
         got = await store.claimable("other", 10.0, 10)
         assert got == [("due", None), ("queued", None), ("orphan", None)]
         assert len(await store.claimable("other", 10.0, 2)) == 2
+        # a host's own running wake-ups are never handed back to it (nor fenced out by it)
+        assert ("mine", None) not in await store.claimable("live", 10.0, 10)
 
     run_with_store(tmp_path, body)
 
