@@ -36,6 +36,8 @@ class Default(WorkerEntrypoint):
     def fetch(self, request):
         if request.url.endswith("/plain"):
             return Response("no database needed")
+        if "/ticks/" in request.url:
+            return Response.json(self.env.KV.get("ticks:" + request.url.split("/ticks/")[1]) or 0)
         if "runs=" in request.url:
             keys = self.env.KV.list(prefix="runs:" + request.url.split("runs=")[1])
             return Response.json({key: self.env.KV.get(key) for key in keys})
@@ -45,6 +47,13 @@ class Default(WorkerEntrypoint):
 class TenantWorkflow(WorkflowEntrypoint):
     def run(self, event, step):
         me = event.instance_id
+        if event.payload.get("spin"):
+            def spin():
+                n = 0
+                while True:
+                    n += 1
+                    self.env.KV.put("ticks:" + me, n)
+            step.do("spin", spin, config={"timeout": "1 hour", "retries": {"limit": 0}})
         a = step.do("a", lambda: bump(self.env, "runs:" + me + ":a"))
         if event.payload.get("nap"):
             step.sleep("nap", event.payload["nap"])
@@ -144,6 +153,47 @@ def test_instances_created_through_every_host_complete_once_and_events_reach_the
         assert set(counted.values()) == {1}  # no host lost: every step body ran exactly once
         wake_ups = [host.api("GET", "/_/stats").json()["workflows"]["wake_ups"] for host in hosts]
         assert all(w > 0 for w in wake_ups), wake_ups  # every host did some of the work
+
+
+def test_terminate_and_pause_through_another_host_reach_the_host_that_runs_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with cluster(tmp_path, postgres_url, size=2) as (runner, other):
+        create(runner, "spinner", spin=True)
+        deadline = time.monotonic() + 30
+        while not _ticks(other, "spinner"):
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        with psycopg.connect(postgres_url) as db:
+            (owner,) = db.execute("SELECT owner FROM instances WHERE id='work/spinner'").fetchone()
+        if owner == "host1":  # the other host took it first: send through the first one
+            runner, other = other, runner
+        assert owner in ("host0", "host1")
+        answer = other.api("POST", "/_/tenants/work/workflows/spinner/terminate")
+        assert answer.status == 200, answer
+        runner.wait_for("work", "spinner", "terminated")
+        deadline = time.monotonic() + 30
+        while True:  # the running host aborted the call: the ticks stop
+            before = _ticks(other, "spinner")
+            time.sleep(0.3)
+            if _ticks(other, "spinner") == before:
+                break
+            assert time.monotonic() < deadline, "the step kept running after terminate"
+        # pause through another host while a wake-up runs there: it ends paused
+        create(runner, "napper", wait=True)
+        runner.wait_for("work", "napper", "waiting")
+        assert other.api("POST", "/_/tenants/work/workflows/napper/pause").status == 200
+        runner.wait_for("work", "napper", "paused")
+        assert other.api("POST", "/_/tenants/work/workflows/napper/resume").status == 200
+        sent = other.api("POST", "/_/tenants/work/workflows/napper/events", {"type": "go"})
+        assert sent.status in (200, 202), sent
+        runner.wait_for("work", "napper", "complete")
+
+
+def _ticks(host: DaemonProcess, instance: str) -> int:
+    answer = host.get(f"/work/ticks/{instance}")
+    assert answer.status == 200, answer
+    return int(answer.json())
 
 
 def _recorded_steps(url: str) -> set[tuple[str, str]]:
