@@ -161,3 +161,20 @@ def test_a_workflow_started_from_fetch_is_read_back_with_await_status(
             }
 
     asyncio.run(main())
+
+
+def test_the_modules_people_reach_for_work_in_a_real_sandbox(config: Callable[..., Any]) -> None:
+    async def main() -> None:
+        async with Supervisor(config()) as sup:
+            stub = await load(sup, "modules", cloudflare.MODULES)
+            response = await stub.fetch("http://m/items?name=pen")
+            assert response.status == 200, response.text()
+            assert response.json() == {
+                "query": {"path": "/items", "name": "pen"},
+                "year": 2024,
+                "sha": "f478fe4e",
+                "b64": "aGk=",
+                "uuid": 36,
+            }
+
+    asyncio.run(main())

@@ -150,3 +150,40 @@ class Default(WorkerEntrypoint):
     async def failing(self):
         return await self.env.KV.nothing()
 """
+
+#: The modules such code reaches for, used from an async handler in a real sandbox.
+MODULES = """
+import asyncio
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass, asdict
+from datetime import datetime
+from typing import Optional
+from urllib.parse import urlparse, parse_qs
+
+from workers import Response, WorkerEntrypoint
+
+
+@dataclass
+class Query:
+    path: str
+    name: Optional[str] = None
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request) -> Response:
+        url = urlparse(request.url)
+        params = parse_qs(url.query)
+        query = Query(url.path, params.get("name", [None])[0])
+        when: datetime = datetime.strptime("2024-05-06 07:08", "%Y-%m-%d %H:%M")
+        print("query", query)
+        await asyncio.sleep(0)
+        return Response.json({
+            "query": asdict(query),
+            "year": when.year,
+            "sha": hashlib.sha256(query.path.encode()).hexdigest()[:8],
+            "b64": base64.b64encode(b"hi").decode(),
+            "uuid": len(str(uuid.uuid4())),
+        })
+"""
