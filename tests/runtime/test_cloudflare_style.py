@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dynworkers.runtime import Supervisor, TenantError
+from dynworkers.runtime import ServiceContext, Supervisor, TenantError
 from tests.engine.harness import Harness
 from tests.runtime.support import load
 from tests.tenants import cloudflare
@@ -176,5 +176,35 @@ def test_the_modules_people_reach_for_work_in_a_real_sandbox(config: Callable[..
                 "b64": "aGk=",
                 "uuid": 36,
             }
+
+    asyncio.run(main())
+
+
+class Accounts:
+    """A service binding, called with await from the scheduled handler."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def whoami(self, n: int) -> list[Any]:
+        return [self.ctx.tenant_id, n]
+
+
+def test_scheduled_handlers_receive_a_controller(config: Callable[..., Any]) -> None:
+    async def main() -> None:
+        async with Supervisor(config()) as sup:
+            kv = sup.kv("ns")
+            env = {"KV": kv, "ACCOUNTS": sup.service(Accounts)}
+            stub = await load(sup, "cron", cloudflare.SCHEDULED, env=env)
+            tick = {"cron": "*/5 * * * *", "scheduled_time": 1_700_000_000_000}
+            assert await stub.get_entrypoint().scheduled(tick) == ["cron", 1]
+            assert kv.store.get("cron", "ns", "last") == [
+                "*/5 * * * *",
+                1_700_000_000_000,
+                "scheduled",
+            ]
+            module_level = await load(sup, "cron2", cloudflare.ON_SCHEDULED, env={"KV": kv})
+            assert await module_level.get_entrypoint().scheduled(tick) is None
+            assert kv.store.get("cron2", "ns", "module-level") == "*/5 * * * *"
 
     asyncio.run(main())

@@ -45,6 +45,8 @@ SURFACES = {
         "WorkerCode",
         "EntrypointStub",
         "FetchResponse",
+        "LazyEntrypoint",
+        "LazyWorker",
         "WorkerLoader",
         "WorkerStub",
         "stub_worker",

@@ -187,3 +187,18 @@ class Default(WorkerEntrypoint):
             "uuid": len(str(uuid.uuid4())),
         })
 """
+
+#: A cron handler as Cloudflare's Python Workers write it; the host calls it on each tick.
+SCHEDULED = """
+from workers import WorkerEntrypoint
+
+class Default(WorkerEntrypoint):
+    async def scheduled(self, controller, env, ctx):
+        await env.KV.put("last", [controller.cron, controller.scheduled_time, controller.type])
+        return await self.env.ACCOUNTS.whoami(1)
+"""
+
+ON_SCHEDULED = """
+def on_scheduled(controller, env, ctx):
+    env.KV.put("module-level", controller.cron)
+"""
