@@ -1,4 +1,5 @@
-"""The DBOS Transact baseline of the workflow benchmark: DBOS on a local SQLite system database.
+"""The DBOS Transact baseline of the workflow benchmarks: DBOS on a local SQLite system database,
+or on a PostgreSQL one (`url`, for benchmarks.cluster).
 
 DBOS (PyPI `dbos`) is a process-global singleton, so every measurement runs in a fresh
 `multiprocessing` "spawn" child that configures `DBOS(config={"name": ..., "system_database_url":
@@ -8,6 +9,9 @@ no conductor key, no OTLP endpoint and no Postgres URL. DBOS leaves SQLite in it
 rollback-journal mode (it sets only busy_timeout, foreign_keys and BEGIN IMMEDIATE), so
 `make_wal_db` pre-creates each file with `PRAGMA journal_mode=WAL`, which persists in the file;
 `synchronous` stays at SQLite's default (FULL). Every run gets its own temporary directory.
+With `url="postgresql://..."` (a fresh, empty database the caller made), the same functions put
+DBOS's system database there instead (`system_database_url`, the only database setting of DBOS 3.4+;
+DBOS creates its `dbos` schema and uses psycopg); nothing else changes.
 
 * `throughput`: `count` workflows of `steps` trivial steps (`x + 1`). Sequentially, the workflow
   function is called directly; with `concurrency` > 1, `concurrency` client threads each call
@@ -65,28 +69,30 @@ def journal_mode(path: str) -> str:
 
 
 @contextlib.contextmanager
-def _temp_db() -> Iterator[str]:
-    """A fresh WAL-mode SQLite file in a temporary directory, removed afterwards."""
+def _temp_db(url: str | None = None) -> Iterator[str]:
+    """`url` if given, else a fresh WAL-mode SQLite file in a temporary directory (removed
+    afterwards); yields DBOS's `system_database_url`."""
+    if url is not None:
+        yield url
+        return
     tmp = tempfile.mkdtemp(prefix="dbos-bench-")
     try:
         path = os.path.join(tmp, "dbos.sqlite")
         make_wal_db(path)
-        yield path
+        yield f"sqlite:///{path}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _launch(db_path: str) -> tuple[Callable[[int], int], Callable[[int, float], int]]:
-    """In a child: configure DBOS on `db_path`, register the workflows, launch DBOS."""
+def _sqlite_path(db_url: str) -> str | None:
+    return db_url.removeprefix("sqlite:///") if db_url.startswith("sqlite:///") else None
+
+
+def _launch(db_url: str) -> tuple[Callable[[int], int], Callable[[int, float], int]]:
+    """In a child: configure DBOS on `db_url`, register the workflows, launch DBOS."""
     from dbos import DBOS
 
-    DBOS(
-        config={
-            "name": APP_NAME,
-            "system_database_url": f"sqlite:///{db_path}",
-            "log_level": "WARNING",
-        }
-    )
+    DBOS(config={"name": APP_NAME, "system_database_url": db_url, "log_level": "WARNING"})
 
     @DBOS.step(name="add_one")
     def add_one(x: int) -> int:
@@ -154,11 +160,11 @@ def _run(body: Callable[..., Any], *args: Any) -> dict[str, Any]:
 
 
 def _throughput_body(
-    _conn: Any, db_path: str, steps: int, concurrency: int, count: int
+    _conn: Any, db_url: str, steps: int, concurrency: int, count: int
 ) -> dict[str, Any]:
     from dbos import DBOS
 
-    chain, _ = _launch(db_path)
+    chain, _ = _launch(db_url)
     warmup = min(5, count)
 
     def one(_: int) -> float:
@@ -195,20 +201,27 @@ def _throughput_body(
     }
 
 
-def throughput(steps: int, concurrency: int, count: int) -> dict[str, Any]:
-    """Workflows per second and per-workflow latency for `count` workflows of `steps` steps."""
+def throughput(
+    steps: int, concurrency: int, count: int, url: str | None = None
+) -> dict[str, Any]:
+    """Workflows per second and per-workflow latency for `count` workflows of `steps` steps
+    (on `url`, a fresh PostgreSQL database, if given)."""
     if concurrency < 1 or count < 1:
         raise ValueError("concurrency and count must be >= 1")
-    with _temp_db() as db_path:
-        out = _run(_throughput_body, db_path, steps, concurrency, count)
-        out["journal_mode"] = journal_mode(db_path)
+    with _temp_db(url) as db_url:
+        out = _run(_throughput_body, db_url, steps, concurrency, count)
+        path = _sqlite_path(db_url)
+        out["journal_mode"] = journal_mode(path) if path else "postgresql"
     return out
 
 
-def per_step_overhead_us(count: int) -> dict[str, Any]:
-    """Cost of one checkpointed step: (3-step - 0-step sequential workflow time) / 3."""
-    wf0 = throughput(0, 1, count)
-    wf3 = throughput(3, 1, count)
+def per_step_overhead_us(
+    count: int, url0: str | None = None, url3: str | None = None
+) -> dict[str, Any]:
+    """Cost of one checkpointed step: (3-step - 0-step sequential workflow time) / 3 (on two
+    fresh PostgreSQL databases `url0` and `url3`, if given)."""
+    wf0 = throughput(0, 1, count, url0)
+    wf3 = throughput(3, 1, count, url3)
     return {
         "count": count,
         "per_step_us": (wf3["mean_ms"] - wf0["mean_ms"]) * 1000.0 / 3,
@@ -219,11 +232,11 @@ def per_step_overhead_us(count: int) -> dict[str, Any]:
     }
 
 
-def _crash_body(conn: Any, db_path: str, count: int, sleep_s: float) -> None:
+def _crash_body(conn: Any, db_url: str, count: int, sleep_s: float) -> None:
     """Start the sleepers, report once all sleeps are checkpointed, then wait to be killed."""
     from dbos import DBOS
 
-    _, step_then_sleep = _launch(db_path)
+    _, step_then_sleep = _launch(db_url)
     ids = [DBOS.start_workflow(step_then_sleep, i, sleep_s).get_workflow_id() for i in range(count)]
     while True:
         steps = [DBOS.list_workflow_steps(wf_id) for wf_id in ids]
@@ -234,11 +247,11 @@ def _crash_body(conn: Any, db_path: str, count: int, sleep_s: float) -> None:
     time.sleep(3600.0)  # the parent SIGKILLs this process
 
 
-def _recover_body(_conn: Any, db_path: str, ids: list[str]) -> dict[str, Any]:
+def _recover_body(_conn: Any, db_url: str, ids: list[str]) -> dict[str, Any]:
     from dbos import DBOS
 
     t0 = time.perf_counter()
-    _launch(db_path)
+    _launch(db_url)
     launched = time.perf_counter() - t0
     while True:
         done = DBOS.list_workflows(
@@ -252,31 +265,40 @@ def _recover_body(_conn: Any, db_path: str, ids: list[str]) -> dict[str, Any]:
     return {"seconds": seconds, "launch_seconds": launched}
 
 
-def _status_counts(db_path: str) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+def _status_counts(db_url: str) -> dict[str, int]:
+    path = _sqlite_path(db_url)
+    if path is None:  # DBOS's tables live in its `dbos` schema on PostgreSQL
+        import psycopg
+
+        with psycopg.connect(db_url) as pg:
+            sql = "SELECT status, COUNT(*) FROM dbos.workflow_status GROUP BY status"
+            return {str(status): int(n) for status, n in pg.execute(sql).fetchall()}
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT status, COUNT(*) FROM workflow_status GROUP BY status")
         return {str(status): int(n) for status, n in rows}
 
 
-def recovery(count: int, sleep_s: float = 1.0) -> dict[str, Any]:
-    """Seconds for a fresh DBOS process to finish `count` workflows left pending by a kill -9."""
-    with _temp_db() as db_path:
-        with _spawned(_crash_body, db_path, count, sleep_s) as (proc, recv):
+def recovery(count: int, sleep_s: float = 1.0, url: str | None = None) -> dict[str, Any]:
+    """Seconds for a fresh DBOS process to finish `count` workflows left pending by a kill -9
+    (on `url`, a fresh PostgreSQL database, if given)."""
+    with _temp_db(url) as db_url:
+        with _spawned(_crash_body, db_url, count, sleep_s) as (proc, recv):
             started = _receive(recv)
             proc.kill()  # SIGKILL: no atexit, no DBOS shutdown
             proc.join()
-        at_kill = _status_counts(db_path)
+        at_kill = _status_counts(db_url)
         if at_kill.get("PENDING", 0) != count:
             raise RuntimeError(f"expected {count} PENDING workflows at kill, found {at_kill}")
         time.sleep(max(0.0, started["wake_epoch"] - time.time() + 0.01))
         t0 = time.perf_counter()
-        out = _run(_recover_body, db_path, started["ids"])
+        out = _run(_recover_body, db_url, started["ids"])
         out["process_seconds"] = time.perf_counter() - t0
         out["count"] = count
         out["sleep_s"] = sleep_s
         out["exit_code_of_killed"] = proc.exitcode
-        out["after"] = _status_counts(db_path)
-        out["journal_mode"] = journal_mode(db_path)
+        out["after"] = _status_counts(db_url)
+        path = _sqlite_path(db_url)
+        out["journal_mode"] = journal_mode(path) if path else "postgresql"
     return out
 
 

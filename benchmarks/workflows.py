@@ -142,8 +142,9 @@ class Probe:
 
 
 @contextlib.asynccontextmanager
-async def _host(state_dir: str) -> AsyncIterator[tuple[Engine, Probe]]:
-    """Supervisor + Engine on `state_dir`, the dynamic workflow registered, a Probe installed."""
+async def _host(state_dir: str, store: str | None = None) -> AsyncIterator[tuple[Engine, Probe]]:
+    """Supervisor + Engine on `state_dir` (and `store`, default its SQLite file), the dynamic
+    workflow registered, a Probe installed."""
     from dynworkers.engine import Engine, create_dynamic_workflow_entrypoint, wrap_workflow_binding
     from dynworkers.loader import WorkerCode
     from dynworkers.runtime import Supervisor, SupervisorConfig
@@ -154,7 +155,7 @@ async def _host(state_dir: str) -> AsyncIterator[tuple[Engine, Probe]]:
 
     config = SupervisorConfig(state_dir=state_dir, spares=2, max_sandboxes=8)
     async with Supervisor(config) as supervisor:
-        engine = Engine(supervisor, max_running=64)
+        engine = Engine(supervisor, store, max_running=64)
         probe = Probe(engine)
         async with engine:
 
@@ -194,11 +195,14 @@ async def _one(engine: Engine, probe: Probe, tenant: str, steps: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-async def throughput(steps: int, concurrency: int, count: int, tenants: int) -> dict[str, Any]:
-    """`count` workflows of `steps` steps, `concurrency` in flight over `tenants` tenants."""
+async def throughput(
+    steps: int, concurrency: int, count: int, tenants: int, store: str | None = None
+) -> dict[str, Any]:
+    """`count` workflows of `steps` steps, `concurrency` in flight over `tenants` tenants, on
+    `store` (default: SQLite in a fresh state directory)."""
     names = [f"t{i}" for i in range(tenants)]
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as state_dir:
-        async with _host(state_dir) as (engine, probe):
+        async with _host(state_dir, store) as (engine, probe):
             for i in range(max(5, tenants)):
                 await _one(engine, probe, names[i % tenants], steps)
             latencies: list[float] = []

@@ -15,6 +15,10 @@ free position (the order of first execution, which `restart(from_step=...)` uses
 
 Only `do` steps count toward the step limit; sleeps and waits do not.
 
+Both styles of `run`: a plain `def run` gets plain values from the step methods; an `async def
+run` (Cloudflare's style) gets awaitables (`await step.do(...)`, `await step.sleep(...)`), and a
+step body may itself be `async def`. Step calls still execute one at a time, in call order.
+
 A retry delay, sleep or wait suspends the instance: `Suspend` is a `BaseException`, and the step
 object remembers it, so a tenant's bare `except:` that swallows it changes nothing: the outcome
 is decided by what the step object recorded, and every later step call raises it again.
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 import msgspec
 
 from dynworkers.engine import rules
+from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -187,14 +192,21 @@ class Step:
 
     # --- step.do ---------------------------------------------------------------------------------
 
-    def do(self, name: str, fn: Callable[[], Any] | None = None, config: Any = None) -> Any:
-        """Run `fn` once, durably; with no `fn`, a decorator: `@step.do("name")`."""
+    def do(self, name: Any = None, fn: Callable[[], Any] | None = None, config: Any = None) -> Any:
+        """Run `fn` once, durably; with no `fn`, a decorator: `@step.do("name")`, or
+        `@step.do()` named after the function (Cloudflare's Python Workflows)."""
+        if fn is None and callable(name):  # `@step.do` without parentheses
+            name, fn = getattr(name, "__name__", None), name
         if fn is None:
 
             def decorate(body: Callable[[], Any]) -> Callable[[], Any]:
-                return lambda: self.do(name, body, config)
+                step_name = name if name is not None else getattr(body, "__name__", None)
+                return lambda: self.do(step_name, body, config)
 
             return decorate
+        return aio.ready(self._do(name, fn, config))
+
+    def _do(self, name: str, fn: Callable[[], Any], config: Any) -> Any:
         if not callable(fn):
             raise TypeError(f"step.do({name!r}, fn): fn must be callable")
         position, occurrence, record = self._next("do", name)
@@ -215,6 +227,8 @@ class Step:
         self._in_step = True
         try:
             value = fn()
+            if aio.is_awaitable(value):  # an `async def` step body
+                value = aio.block_on(value)
             try:
                 payload = rules.check_size(_encode(value), f"the result of step {name!r}")
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -241,10 +255,12 @@ class Step:
     def sleep(self, name: str, duration: Any) -> None:
         """Hibernate for `duration` (ms, or "10 seconds", "2 days", ...)."""
         self._sleep(name, rules.duration_ms(duration), None)
+        return aio.ready(None)  # type: ignore[no-any-return]
 
     def sleep_until(self, name: str, when: Any) -> None:
         """Hibernate until an aware `datetime` or epoch milliseconds."""
         self._sleep(name, None, _epoch_ms(when))
+        return aio.ready(None)  # type: ignore[no-any-return]
 
     def _sleep(self, name: str, delay_ms: int | None, until_ms: int | None) -> None:
         position, occurrence, record = self._next("sleep", name)
@@ -256,8 +272,11 @@ class Step:
         if wake is not None:
             raise self._suspend("sleep", wake)
 
-    def wait_for_event(self, name: str, type: str, timeout: Any = "24 hours") -> Event:
+    def wait_for_event(self, name: str, type: str, timeout: Any = "24 hours") -> Any:
         """The next event of `type` sent to this instance; `WaitTimeout` after `timeout`."""
+        return aio.ready(self._wait_for_event(name, type, timeout))
+
+    def _wait_for_event(self, name: str, type: str, timeout: Any) -> Event:
         rules.check_event_type(type)
         timeout_ms = rules.duration_ms(timeout, "wait_for_event timeout")
         position, occurrence, record = self._next("wait", name)
@@ -298,6 +317,8 @@ def run_workflow(
     )
     try:
         output = entry.run(workflow_event, step)  # type: ignore[attr-defined]
+        if aio.is_awaitable(output):  # `async def run`
+            output = aio.block_on(output)
     except StepError as exc:
         if step._halt is not None:
             pass

@@ -2,7 +2,11 @@
 
 Runs inside a sandbox, in the thread that runs tenant code. Every method is one RPC through the
 binding stub the host granted (`kind == "workflow"`); the host scopes every call to the calling
-tenant, so ids here are the tenant's own. Failures are the stub's: `BindingError` with the host's
+tenant, so ids here are the tenant's own. Inside an `async def` handler every method returns an
+awaitable (`await env.WORKFLOWS.create(...)`, `await instance.status()`), in synchronous code the
+value itself: the stub decides, and `aio.map_result` carries the wrapping either way.
+
+Failures are the stub's: `BindingError` with the host's
 message (unknown instance, bad id, payload over 1 MiB, ...).
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
@@ -22,26 +27,26 @@ class InstanceHandle:
         self._stub = stub
         self.id = instance_id
 
-    def status(self) -> dict[str, Any]:
-        return self._stub.status(self.id)  # type: ignore[no-any-return]
+    def status(self) -> Any:
+        return self._stub.status(self.id)
 
-    def pause(self) -> None:
-        self._stub.pause(self.id)
+    def pause(self) -> Any:
+        return self._stub.pause(self.id)
 
-    def resume(self) -> None:
-        self._stub.resume(self.id)
+    def resume(self) -> Any:
+        return self._stub.resume(self.id)
 
-    def terminate(self) -> None:
-        self._stub.terminate(self.id)
+    def terminate(self) -> Any:
+        return self._stub.terminate(self.id)
 
-    def restart(self, from_step: str | None = None) -> None:
-        self._stub.restart(self.id, from_step)
+    def restart(self, from_step: str | None = None) -> Any:
+        return self._stub.restart(self.id, from_step)
 
-    def send_event(self, type: str, payload: Any = None) -> None:
-        self._stub.send_event(self.id, type, payload)
+    def send_event(self, type: str, payload: Any = None) -> Any:
+        return self._stub.send_event(self.id, type, payload)
 
-    def delete(self) -> None:
-        self._stub.delete(self.id)
+    def delete(self) -> Any:
+        return self._stub.delete(self.id)
 
     def __repr__(self) -> str:
         return f"<workflow instance {self.id}>"
@@ -54,17 +59,22 @@ class WorkflowBinding:
     def __init__(self, stub: Any) -> None:
         self._stub = stub
 
-    def create(self, id: str | None = None, params: Any = None) -> InstanceHandle:
-        return InstanceHandle(self._stub, self._stub.create(id, params))
+    def create(self, id: str | None = None, params: Any = None) -> Any:
+        return aio.map_result(self._stub.create(id, params), self._handle)
 
-    def create_batch(self, instances: list[dict[str, Any]]) -> list[InstanceHandle]:
+    def _handle(self, instance_id: str) -> InstanceHandle:
+        return InstanceHandle(self._stub, instance_id)
+
+    def create_batch(self, instances: list[dict[str, Any]]) -> Any:
         """Each item is `{"id": ..., "params": ...}` (both optional); at most 100. Ids that
         exist are skipped and left out of the result."""
-        return [InstanceHandle(self._stub, i) for i in self._stub.create_batch(instances)]
+        return aio.map_result(
+            self._stub.create_batch(instances), lambda ids: [self._handle(i) for i in ids]
+        )
 
-    def get(self, id: str) -> InstanceHandle:
-        return InstanceHandle(self._stub, self._stub.get(id))
+    def get(self, id: str) -> Any:
+        return aio.map_result(self._stub.get(id), self._handle)
 
-    def delete_batch(self, ids: list[str]) -> int:
-        """Delete the tenant's instances `ids` (1 to 100); return how many were deleted."""
-        return self._stub.delete_batch(ids)  # type: ignore[no-any-return]
+    def delete_batch(self, ids: list[str]) -> Any:
+        """Delete the tenant's instances `ids` (1 to 100); the number deleted."""
+        return self._stub.delete_batch(ids)

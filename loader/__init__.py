@@ -13,6 +13,8 @@ from dynworkers.loader.stub import (
     Dispatcher,
     EntrypointStub,
     FetchResponse,
+    LazyEntrypoint,
+    LazyWorker,
     WorkerStub,
     stub_worker,
 )
@@ -26,6 +28,8 @@ __all__ = [
     # what a host gets back
     "EntrypointStub",
     "FetchResponse",
+    "LazyEntrypoint",
+    "LazyWorker",
     "WorkerLoader",
     "WorkerStub",
     "stub_worker",

@@ -2,6 +2,9 @@
 
 Host side; plain data with no behaviour beyond validation. `WorkerCode` follows Cloudflare's
 Worker Loader: `main_module` names one of `modules`, which maps module names to source text.
+Names are file names as on Cloudflare (`"entry.py"`, imported as `import entry`) or plain module
+names (`"entry"`); both are kept as the module name without `.py`, so `main_module="entry.py"`
+and `modules={"entry": ...}` agree. Directories in names are refused.
 Values in `env` are either plain data (copied into the sandbox) or `Binding` objects (the
 sandbox gets an RPC stub whose calls the host checks against its capability table).
 """
@@ -63,6 +66,18 @@ class Limits:
             raise InvalidWorkerCode(f"Limits.memory_mb must be >= 16, got {self.memory_mb}")
 
 
+def _module_name(given: Any) -> Any:
+    """`"util.py"` -> `"util"`; anything else unchanged (validated by the caller)."""
+    if isinstance(given, str) and given.endswith(".py"):
+        if "/" in given or "\\" in given:
+            raise InvalidWorkerCode(
+                f"module name {given!r} has a directory; name modules by file name only "
+                "('util.py'), as they are imported ('import util')"
+            )
+        return given[:-3]
+    return given
+
+
 @dataclass(frozen=True)
 class WorkerCode:
     main_module: str
@@ -75,6 +90,16 @@ class WorkerCode:
     def __post_init__(self) -> None:
         if not isinstance(self.modules, Mapping) or not self.modules:
             raise InvalidWorkerCode("WorkerCode.modules must map module names to source text")
+        modules: dict[str, Any] = {}
+        for given, source in self.modules.items():
+            name = _module_name(given)
+            if name in modules:
+                raise InvalidWorkerCode(
+                    f"module {given!r} is given twice (as {name!r} and {name + '.py'!r})"
+                )
+            modules[name] = source
+        object.__setattr__(self, "modules", modules)
+        object.__setattr__(self, "main_module", _module_name(self.main_module))
         for name, source in self.modules.items():
             if not isinstance(name, str) or not _MODULE_NAME.match(name):
                 raise InvalidWorkerCode(

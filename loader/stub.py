@@ -8,7 +8,7 @@ dispatcher's (`runtime.TenantError`, `runtime.SandboxTimeout`, ...), raised unch
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Protocol
 
 from dynworkers.loader.compile import CompiledWorker
@@ -122,6 +122,71 @@ class WorkerStub:
         body: str | bytes | None = None,
     ) -> FetchResponse:
         return await self._default.fetch(url, method=method, headers=headers, body=body)
+
+
+class LazyWorker:
+    """What `loader.get(id, callback)` returns at once, as Cloudflare's `LOADER.get` does: the
+    worker's code loads on its first call (callback, compile, then the call). `await` it for the
+    loaded `WorkerStub` (the earlier style, which keeps working). A callback or compile error
+    is raised by the call that needed the code; nothing is cached then, so the next call retries.
+    """
+
+    def __init__(self, load: Callable[[], Awaitable[WorkerStub]]) -> None:
+        self._load = load
+
+    def __await__(self) -> Generator[Any, None, WorkerStub]:
+        return self._load().__await__()
+
+    def get_entrypoint(self, name: str | None = None, props: Any = None) -> LazyEntrypoint:
+        return LazyEntrypoint(self._load, name, props)
+
+    async def fetch(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: str | bytes | None = None,
+    ) -> FetchResponse:
+        stub = await self._load()
+        return await stub.fetch(url, method=method, headers=headers, body=body)
+
+
+class LazyEntrypoint:
+    """An entrypoint of a `LazyWorker`: its calls load the code first. Awaiting it gives the
+    loaded `EntrypointStub` (what a workflow's `load_runner` may return)."""
+
+    def __init__(
+        self, load: Callable[[], Awaitable[WorkerStub]], name: str | None, props: Any
+    ) -> None:
+        self._load = load
+        self._name = name
+        self._props = props
+
+    def __await__(self) -> Generator[Any, None, EntrypointStub]:
+        return self._resolve().__await__()
+
+    async def _resolve(self) -> EntrypointStub:
+        return (await self._load()).get_entrypoint(self._name, self._props)
+
+    async def fetch(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: str | bytes | None = None,
+    ) -> FetchResponse:
+        entry = await self._resolve()
+        return await entry.fetch(url, method=method, headers=headers, body=body)
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            entry = await self._resolve()
+            return await getattr(entry, method)(*args, **kwargs)
+
+        return call
 
 
 def stub_worker(stub: object) -> CompiledWorker | None:

@@ -1,10 +1,11 @@
 """Worker Loader semantics, after Cloudflare's `env.LOADER`.
 
 Host side, on the supervisor's event loop; compilation runs in a worker thread. `get(id, callback)`
-returns a cached stub and runs the callback only on a miss (concurrent misses for one id share one
-callback run). `load(code)` is never cached: each call gets a fresh worker id and so a fresh
-sandbox. The cache of loaded workers is an LRU bounded by `max_workers`; dropping an entry only
-means the next `get` runs its callback again.
+returns a stub at once, as Cloudflare's does; its first call loads the code (the callback runs only
+on a miss, and concurrent misses for one id share one callback run). `await loader.get(...)` loads
+and returns the `WorkerStub`, as before. `load(code)` is never cached: each call gets a fresh
+worker id and so a fresh sandbox. The cache of loaded workers is an LRU bounded by
+`max_workers`; dropping an entry only means the next `get` runs its callback again.
 
 Fails with `CompileError` (nothing cached, nothing run) or `InvalidWorkerCode`; a callback's own
 exception propagates unchanged and leaves nothing cached.
@@ -13,6 +14,7 @@ exception propagates unchanged and leaves nothing cached.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 from collections import OrderedDict
@@ -22,7 +24,7 @@ from dynworkers.loader.cache import CompileCache
 from dynworkers.loader.code import WorkerCode
 from dynworkers.loader.compile import compile_worker
 from dynworkers.loader.errors import InvalidWorkerCode
-from dynworkers.loader.stub import Dispatcher, WorkerStub
+from dynworkers.loader.stub import Dispatcher, LazyWorker, WorkerStub
 from dynworkers.sandbox_policy import Policy
 
 Callback = Callable[[], WorkerCode | Awaitable[WorkerCode]]
@@ -42,11 +44,17 @@ class WorkerLoader:
         self._loading: dict[str, asyncio.Future[WorkerStub]] = {}
         self.callbacks_run = 0
 
-    async def get(self, worker_id: str, callback: Callback) -> WorkerStub:
+    def get(self, worker_id: str, callback: Callback) -> LazyWorker:
+        """The worker `worker_id`, loaded from `callback()` when its code is first needed."""
         if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 256:
             raise InvalidWorkerCode(
                 f"worker id must be a non-empty str of <= 256 chars, got {worker_id!r}"
             )
+        if not callable(callback):
+            raise InvalidWorkerCode(f"the loader callback for {worker_id!r} must be callable")
+        return LazyWorker(functools.partial(self._get, worker_id, callback))
+
+    async def _get(self, worker_id: str, callback: Callback) -> WorkerStub:
         stub = self.workers.get(worker_id)
         if stub is not None:
             self.workers.move_to_end(worker_id)

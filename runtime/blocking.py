@@ -46,7 +46,10 @@ class BlockingSupervisor:
             if inspect.iscoroutine(coro):
                 coro.close()  # never scheduled: close it so that it is not reported as leaked
             raise SupervisorClosed("the blocking supervisor is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+        if not inspect.iscoroutine(coro):  # an awaitable such as loader.get()'s LazyWorker
+            coro = _awaited(coro)
+        result: T = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return result
 
     def __enter__(self) -> BlockingSupervisor:
         return self
@@ -126,3 +129,7 @@ class BlockingEntrypoint:
 
 async def _value(fn: Callable[[], T]) -> T:
     return fn()
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

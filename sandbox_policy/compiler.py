@@ -42,7 +42,81 @@ class TenantTransformer(RestrictingNodeTransformer):
     Exception or of an API class writes, and RestrictedPython refuses it for the leading "_".
     It compiles to `_super_init_(super())`, and that guard returns the bound `__init__` only for
     a super object whose class is a tenant class, i.e. re-initialising the tenant's own `self`.
+
+    Async code, which Cloudflare's Python Workers are written in, compiles too; each construct's
+    reason is beside its visitor. What makes all of them safe together: a coroutine's internals
+    (`cr_frame`, `cr_code`, `send`, `throw`, ...) are refused by the attribute guard like every
+    other interpreter internal, tenant classes cannot define `__await__`, `__aiter__`,
+    `__anext__`, `__aenter__` or `__aexit__` (RestrictedPython refuses those names), so the only
+    objects the async protocols ever call into are the interpreter's own coroutines and async
+    generators and the runtime's `Pending`; and only the sandbox's loop (`sandbox_policy.aio`)
+    drives a coroutine.
     """
+
+    def not_allowed(self, node: ast.AST) -> None:
+        # RestrictedPython names the AST class ("AnnAssign statements are not allowed"); say
+        # it in the words of the language instead.
+        what = _CONSTRUCTS.get(type(node).__name__, f"{type(node).__name__} statements")
+        self.error(node, f"{what} {'is' if what.startswith('a ') else 'are'} not allowed")
+
+    # async code ----------------------------------------------------------------------------------
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AST:
+        # The same checks as a plain def (its name, its arguments' names, its own print scope);
+        # calling it only makes a coroutine object, which the guards keep opaque.
+        self.check_name(node, node.name, allow_magic_methods=True)
+        self.check_function_argument_names(node)
+        with self.print_info.new_print_scope():
+            node = self.node_contents_visit(node)
+            self.inject_print_collector(node)  # type: ignore[arg-type]
+        return node
+
+    def visit_Await(self, node: ast.Await) -> ast.AST:
+        # `await x` calls type(x).__await__, which only the interpreter's coroutines and the
+        # runtime's Pending define; what it yields goes to the sandbox's loop, never to tenant
+        # code. The operand itself is visited, so its attribute reads stay guarded.
+        return self.node_contents_visit(node)
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> ast.AST:
+        # Iterates an async generator (the tenant's own) through __aiter__/__anext__, which
+        # tenant classes cannot define. A tuple target is unpacked through the same guard as
+        # in a plain `for`, by an assignment at the top of the body.
+        node = self.node_contents_visit(node)
+        if isinstance(node.target, ast.Tuple):
+            tmp, unpack = self.gen_unpack_wrapper(node, node.target)
+            node.target = tmp
+            node.body.insert(0, unpack)
+        return node
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> ast.AST:
+        # As `with`: __aenter__/__aexit__ exist only on runtime objects, never tenant classes;
+        # tuple targets are unpacked through the guard as RestrictedPython does for `with`.
+        node = self.node_contents_visit(node)
+        for item in reversed(node.items):
+            if isinstance(item.optional_vars, ast.Tuple):
+                tmp, unpack = self.gen_unpack_wrapper(node, item.optional_vars)
+                item.optional_vars = tmp
+                node.body.insert(0, unpack)
+        return node
+
+    def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
+        if not node.is_async:
+            return super().visit_comprehension(node)  # type: ignore[return-value]
+        # `async for` in a comprehension: no _getiter_ wrapper (it would call iter() on an
+        # async iterable); an unpacking target would bypass the unpack guard, so it is refused.
+        if not isinstance(node.target, ast.Name):
+            self.error(
+                node,
+                "unpacking in the target of an async comprehension is not allowed; bind one "
+                "name and unpack it in the expression",
+            )
+        return self.node_contents_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        # `x: int = 1`: an assignment plus an annotation. The annotation is an ordinary
+        # expression (guarded like any other) stored in the module's or class's annotations;
+        # an attribute or item target goes through the write guard as in a plain assignment.
+        return self.node_contents_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         value = node.value
@@ -80,6 +154,18 @@ class TenantTransformer(RestrictingNodeTransformer):
                     "discards the exception in flight",
                 )
         return super().visit_Try(node)  # type: ignore[return-value]
+
+
+#: AST class name -> the construct in a Python programmer's words, for refusals.
+_CONSTRUCTS: dict[str, str] = {
+    "TryStar": "'except*' (exception groups)",
+    "Nonlocal": "'nonlocal' statements",
+    "Match": "'match' statements",
+    "TypeAlias": "'type' alias statements",
+    "TemplateStr": "template strings (t-strings)",
+    "Interpolation": "template strings (t-strings)",
+    "AnnAssign": "annotated assignments",
+}
 
 
 def _escapes(node: ast.AST, in_loop: bool) -> list[ast.stmt]:

@@ -10,6 +10,7 @@ standard-module proxies the policy allows, then the tenant's own modules. Anythi
 
 from __future__ import annotations
 
+import _strptime
 import builtins
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from dynworkers.sandbox_policy import guards
 from dynworkers.sandbox_policy.guards import register_safe_type
 from dynworkers.sandbox_policy.policy import Policy
-from dynworkers.sandbox_policy.proxies import PROXIES, proxy_module
+from dynworkers.sandbox_policy.proxies import PROXIES, package_proxy, proxy_module
 from dynworkers.sandbox_policy.safe_builtins import make_safe_builtins, make_trusted_builtins
 
 __all__ = ["TenantNamespace", "register_safe_type"]
@@ -45,6 +46,13 @@ class TenantNamespace:
             for name, mod in api_modules.items()
         }
         self._proxies = {name: PROXIES[name] for name in sorted(policy.modules)}
+        packages: dict[str, dict[str, object]] = {}
+        for name in sorted(policy.modules):
+            if "." in name:
+                parent, child = name.rsplit(".", 1)
+                packages.setdefault(parent, {})[child] = PROXIES[name]
+        for parent, children in packages.items():  # `import urllib.parse` binds `urllib`
+            self._proxies.setdefault(parent, package_proxy(parent, children))
         self._print_collector = guards.make_print_collector(emit_print)
         if restricted:
             self._builtins = make_safe_builtins(self._import)
@@ -100,6 +108,12 @@ class TenantNamespace:
             )
         if type(name) is not str or not name:
             raise ImportError("__import__() needs a module name")
+        if name == "_strptime":
+            # `datetime.strptime` is C code that imports `_strptime` through the calling frame's
+            # `__import__`, i.e. this one. Tenant source can never name it (the compiler refuses
+            # names starting with "_"), so only that C call reaches here, and the module goes
+            # back to it, not to tenant code.
+            return _strptime
         parts = name.split(".")
         if any(not p.isidentifier() or p.startswith("_") for p in parts):
             raise ImportError(f"module name {name!r} is not allowed")

@@ -21,9 +21,12 @@ import random
 import re
 import string
 import time
+import typing
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 
+from dynworkers.sandbox_policy import tenant_dataclasses
 from dynworkers.sandbox_policy.guards import (
     register_open_module,
     register_safe_type,
@@ -84,7 +87,8 @@ for _cls in (
     type(hashlib.blake2b()), type(hashlib.blake2s()), type(hashlib.sha3_256()),
     collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque,
     collections.ChainMap, itertools.chain, type(functools.lru_cache(None)(len)),
-    json.JSONDecodeError,
+    json.JSONDecodeError, urllib.parse.ParseResult, urllib.parse.SplitResult,
+    urllib.parse.DefragResult, urllib.parse.ParseResultBytes, urllib.parse.SplitResultBytes,
 ):  # fmt: skip
     register_safe_type(_cls)
 # Containers a tenant builds and fills like dict and list.
@@ -152,6 +156,26 @@ _MEMBERS: dict[str, dict[str, object]] = {
     "uuid": _pick(
         uuid, "UUID uuid3 uuid4 uuid5 NAMESPACE_DNS NAMESPACE_URL NAMESPACE_OID NAMESPACE_X500"
     ),
+    # Pure string functions on URLs; the result tuples are registered value types (.netloc,
+    # .query, geturl()).
+    "urllib.parse": _pick(
+        urllib.parse,
+        "urlparse urlunparse urlsplit urlunsplit urljoin urldefrag urlencode quote quote_plus "
+        "quote_from_bytes unquote unquote_plus unquote_to_bytes parse_qs parse_qsl ParseResult "
+        "SplitResult DefragResult",
+    ),
+    # Names for annotations. Their objects are opaque to tenant code (every attribute of a
+    # typing construct starts with "_" or is refused); get_type_hints (it evals strings),
+    # NamedTuple and TypedDict (they build classes behind the class guard) are left out.
+    "typing": _pick(
+        typing,
+        "Any Optional Union List Dict Tuple Set FrozenSet Type Callable Iterable Iterator "
+        "Generator AsyncIterator AsyncIterable AsyncGenerator Awaitable Coroutine Mapping "
+        "MutableMapping Sequence MutableSequence Literal Final ClassVar Annotated TypeVar cast "
+        "TYPE_CHECKING NoReturn",
+    ),
+    # The decorator and helpers rebuilt without exec (see tenant_dataclasses).
+    "dataclasses": tenant_dataclasses.MEMBERS,
 }
 
 assert set(_MEMBERS) == KNOWN_MODULES, "every KNOWN_MODULES name needs a vetted proxy"
@@ -160,6 +184,13 @@ assert set(_MEMBERS) == KNOWN_MODULES, "every KNOWN_MODULES name needs a vetted 
 PROXIES: dict[str, ModuleProxy] = {name: ModuleProxy(name, m) for name, m in _MEMBERS.items()}
 for _proxy in PROXIES.values():
     register_open_module(_proxy)  # readable; a ModuleProxy a tenant builds itself is not
+
+
+def package_proxy(name: str, children: Mapping[str, object]) -> ModuleProxy:
+    """The parent of dotted proxies (`urllib` for `urllib.parse`): its allowed submodules only."""
+    proxy = ModuleProxy(name, children)
+    register_open_module(proxy)
+    return proxy
 
 
 def proxy_module(name: str, module: object) -> ModuleProxy:

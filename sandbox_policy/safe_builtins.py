@@ -7,7 +7,7 @@ it is safe; a name that is not listed is absent, so tenant code gets a plain `Na
 Deliberately absent: BaseException, SystemExit, KeyboardInterrupt, GeneratorExit (tenant code
 must not raise or catch control flow), exec, eval, compile (new code), open, input (I/O), globals,
 locals, vars, dir (namespace and attribute introspection), breakpoint, help, memoryview, id,
-exit, quit, aiter, anext (async is refused at compile time).
+exit, quit, ExceptionGroup (except* is refused at compile time).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ ALLOWED: dict[str, str] = {
     "iter": "iterator protocol",
     "next": "iterator protocol",
     "sorted": "returns a new list",
+    "aiter": "async iterator protocol; only the interpreter's async generators implement it",
+    "anext": "async iterator protocol; the awaitable it returns is driven by the sandbox's loop",
     # class helpers: descriptors over tenant functions
     "property": "descriptor over tenant functions",
     "staticmethod": "descriptor over tenant functions",
@@ -106,6 +108,30 @@ ALLOWED: dict[str, str] = {
     "UnicodeEncodeError": "error",
     "ValueError": "error",
     "ZeroDivisionError": "error",
+    # errors people raise to say what went wrong (PEP 3151's OSError family included): raising
+    # or catching one touches nothing; no builtin that could fail with them is offered
+    "OSError": "error",
+    "ConnectionError": "error",
+    "ConnectionAbortedError": "error",
+    "ConnectionRefusedError": "error",
+    "ConnectionResetError": "error",
+    "BrokenPipeError": "error",
+    "PermissionError": "error",
+    "FileNotFoundError": "error",
+    "FileExistsError": "error",
+    "IsADirectoryError": "error",
+    "NotADirectoryError": "error",
+    "InterruptedError": "error",
+    "ProcessLookupError": "error",
+    "ChildProcessError": "error",
+    "BlockingIOError": "error",
+    "UnboundLocalError": "error",
+    "FloatingPointError": "error",
+    "BufferError": "error",
+    "StopAsyncIteration": "error used by async iterators",
+    "UnicodeTranslateError": "error",
+    "EnvironmentError": "alias of OSError",
+    "IOError": "alias of OSError",
 }
 
 #: Names whose real builtin is replaced by a guard (reason on the right).

@@ -1,7 +1,10 @@
 """The sandbox's end of its channel: binding stubs, outbound fetch, console records.
 
 Runs inside a sandbox, in its only thread. Tenant code calls a stub; the stub sends a
-`BindingCall` over the sandbox's PAIR socket and blocks until the matching `BindingReply`. The host
+`BindingCall` over the sandbox's PAIR socket. Synchronous tenant code blocks until the matching
+`BindingReply`; inside an `async def` handler the stub returns a `Pending` at once and the
+sandbox's loop (`sandbox_policy.aio`) waits for replies through `has_pending`/`wait`, so calls
+gathered in one handler are in flight together. The host
 checks the call against this sandbox's capability table; identity is the socket, never a field.
 
 Failures become exceptions raised into tenant code (`CapabilityError`, `BindingError`,
@@ -22,6 +25,7 @@ import zmq
 
 from dynworkers.runtime import protocol
 from dynworkers.runtime.sandbox import workers
+from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
 
@@ -41,6 +45,8 @@ class Bridge:
         self.log_budget = max_log_bytes
         self.frame_limit = frame_limit
         self.next_id = 0
+        #: request id -> the Pending of a call made from async tenant code, until its reply.
+        self.pending: dict[int, aio.Pending] = {}
 
     def send(self, message: protocol.Message) -> None:
         data = protocol.encode(message)
@@ -80,9 +86,9 @@ class Bridge:
             protocol.BindingCall(request_id=0, capability=capability, method=method, args=payload)
         )
 
-    def call(
+    def _start(
         self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> int:
         try:
             payload = protocol.encode([list(args), kwargs])
         except (TypeError, msgspec.EncodeError) as exc:
@@ -94,19 +100,76 @@ class Bridge:
                 request_id=request_id, capability=capability, method=method, args=payload
             )
         )
+        return request_id
+
+    def call(
+        self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Send one call and wait for its reply (synchronous tenant code, workflow steps)."""
+        request_id = self._start(capability, method, args, kwargs)
         while True:
             reply = protocol.to_sandbox.decode(self.socket.recv())
-            if isinstance(reply, protocol.BindingReply) and reply.request_id == request_id:
-                break
-        if reply.ok:
-            return protocol.decode_plain(reply.value)
-        error = reply.error
-        message = error.message if error else "binding call failed"
-        if error and error.kind == "capability":
-            raise workers.CapabilityError(message)
-        if error and error.kind == "rate_limit":
-            raise workers.RateLimited(message)
-        raise workers.BindingError(message)
+            if isinstance(reply, protocol.BindingReply):
+                if reply.request_id == request_id:
+                    return _outcome(reply)
+                self._deliver(reply)  # a reply to a call async code still waits for
+
+    def call_async(
+        self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> aio.Pending:
+        """Send one call now; its reply resolves the returned `Pending` (async tenant code)."""
+        request_id = self._start(capability, method, args, kwargs)
+        pending = aio.Pending()
+        self.pending[request_id] = pending
+        return pending
+
+    def call_either(
+        self, capability: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A `Pending` inside an async handler, the value itself in synchronous code."""
+        if aio.running():
+            return self.call_async(capability, method, args, kwargs)
+        return self.call(capability, method, args, kwargs)
+
+    # aio.IO: how the sandbox's loop waits for replies
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait up to `timeout` seconds (None: until one arrives) and deliver what came."""
+        if not self.socket.poll(None if timeout is None else max(int(timeout * 1000), 0)):
+            return
+        while True:
+            reply = protocol.to_sandbox.decode(self.socket.recv())
+            if isinstance(reply, protocol.BindingReply):
+                self._deliver(reply)
+            if not self.socket.poll(0):
+                return
+
+    def _deliver(self, reply: protocol.BindingReply) -> None:
+        pending = self.pending.pop(reply.request_id, None)
+        if pending is None:
+            return  # a reply nobody waits for any more (its call was abandoned)
+        try:
+            pending.set_result(_outcome(reply))
+        except Exception as exc:
+            pending.set_error(exc)
+
+    def end_invocation(self) -> None:
+        """Forget calls an invocation left in flight: their replies are dropped on arrival."""
+        self.pending.clear()
+
+
+def _outcome(reply: protocol.BindingReply) -> Any:
+    if reply.ok:
+        return protocol.decode_plain(reply.value)
+    error = reply.error
+    message = error.message if error else "binding call failed"
+    if error and error.kind == "capability":
+        raise workers.CapabilityError(message)
+    if error and error.kind == "rate_limit":
+        raise workers.RateLimited(message)
+    raise workers.BindingError(message)
 
 
 @register_safe_type
@@ -128,7 +191,7 @@ class BindingStub:
         bridge, capability = self._bridge, self._capability
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return bridge.call(capability, method, args, kwargs)
+            return bridge.call_either(capability, method, args, kwargs)
 
         return call
 
@@ -153,9 +216,7 @@ def make_fetch(bridge: Bridge, outbound: list[int]) -> Any:
     `outbound` holds the handler's capability id (0: none); it is set at specialisation.
     """
 
-    def fetch(
-        url: str, method: str = "GET", headers: Any = None, body: object = None
-    ) -> workers.Response:
+    def fetch(url: str, method: str = "GET", headers: Any = None, body: object = None) -> Any:
         if not outbound[0]:
             raise workers.FetchError(
                 "this worker has no outbound access: the host gave it global_outbound=None"
@@ -164,13 +225,27 @@ def make_fetch(bridge: Bridge, outbound: list[int]) -> Any:
         data = protocol.RequestData(
             method=request.method,
             url=str(request.url),
-            headers=list(request.headers.items()),
+            headers=request.headers.pairs(),
             body=request.body,
         )
-        try:
-            status, headers_out, body_out = bridge.call(outbound[0], "fetch", (data,), {})
-        except workers.BindingError as exc:
-            raise workers.FetchError(str(exc)) from None
-        return workers.Response(body_out, status=status, headers=headers_out)
+        if not aio.running():
+            try:
+                reply = bridge.call(outbound[0], "fetch", (data,), {})
+            except workers.BindingError as exc:
+                raise workers.FetchError(str(exc)) from None
+            return _response(reply)
+        # `await fetch(url)`: a binding error becomes FetchError when the reply arrives.
+        pending = bridge.call_async(outbound[0], "fetch", (data,), {})
+        return aio.map_result(pending, _response, _fetch_error)
 
     return fetch
+
+
+def _response(reply: Any) -> workers.Response:
+    status, headers, body = reply
+    response: workers.Response = workers.Response(body, status=status, headers=headers)
+    return response
+
+
+def _fetch_error(exc: BaseException) -> BaseException:
+    return workers.FetchError(str(exc)) if isinstance(exc, workers.BindingError) else exc

@@ -11,6 +11,7 @@ protocol's closed list and the tenant's own traceback lines (runtime frames are 
 
 from __future__ import annotations
 
+import inspect
 import marshal
 import traceback
 import types
@@ -24,8 +25,28 @@ from dynworkers.engine.tenant_api import WorkflowBinding
 from dynworkers.runtime import protocol
 from dynworkers.runtime.sandbox import workers
 from dynworkers.runtime.sandbox.bridge import BindingStub, Bridge, GrantTransport, make_fetch
+from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import TenantNamespace
 from dynworkers.sandbox_policy.policy import Policy
+
+#: Module-level handlers, as Cloudflare's older style (`on_fetch(request, env, ctx)`); `fetch`
+#: is this runtime's own earlier name for it.
+_MODULE_HANDLERS: dict[str, tuple[str, ...]] = {
+    "fetch": ("on_fetch", "fetch"),
+    "scheduled": ("on_scheduled", "scheduled"),
+}
+
+
+def _positional_count(target: Any, offered: int) -> int:
+    """How many of the `offered` handler arguments `target` takes: `fetch(self)` gets none,
+    `on_fetch(request, env)` two, `on_fetch(request, env, ctx)` three (as Cloudflare calls
+    them); a handler with `*args` gets them all."""
+    function = getattr(target, "__func__", target)
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType) or code.co_flags & inspect.CO_VARARGS:
+        return offered
+    count = code.co_argcount - (1 if hasattr(target, "__self__") else 0)
+    return max(0, min(offered, count))
 
 
 class TenantFailure(Exception):
@@ -106,7 +127,7 @@ class Prepared:
         self.namespace = TenantNamespace(
             policy,
             import_tenant_module=self._import,
-            api_modules={"workers": self.api},
+            api_modules={"workers": self.api, "asyncio": aio.asyncio_module()},
             emit_print=lambda text: bridge.log("info", text),
         )
 
@@ -176,14 +197,26 @@ class TenantCode:
             args, kwargs = [], {}
         if message.method == "fetch":
             method, url, headers, body = args[0]
-            args = [workers.Request(url, method=method, headers=headers, body=body)]
-            if isinstance(target, types.FunctionType):  # module-level fetch(request, env, ctx)
-                args += [self.env, workers.Context(protocol.decode_plain(message.props))]
+            request = workers.Request(url, method=method, headers=headers, body=body)
+            args = [request, self.env, self._context(message)]
+        elif message.method == "scheduled":
+            controller = workers.ScheduledController(args[0] if args else None)
+            args = [controller, self.env, self._context(message)]
+        if message.method in ("fetch", "scheduled"):
+            args = args[: _positional_count(target, len(args))]
+        aio.install_io(self.bridge)
         try:
             result = target(*args, **kwargs)
+            if aio.is_awaitable(result):  # an `async def` handler: drive it to completion
+                result = aio.block_on(result)
         except Exception as exc:
             raise TenantFailure(error_info("tenant", exc, self.files)) from None
+        finally:
+            self.bridge.end_invocation()
         return self._plain(result, message.method == "fetch")
+
+    def _context(self, message: protocol.Invoke) -> workers.Context:
+        return workers.Context(protocol.decode_plain(message.props))
 
     def _workflow_run(self, entry: WorkflowEntrypoint, args: list[Any]) -> Any:
         """`run(event, step)` of a workflow: replayed against the records the engine granted."""
@@ -208,13 +241,22 @@ class TenantCode:
             if not callable(method):
                 raise self._missing(f"entrypoint {name!r} has no method {message.method!r}")
             return method
-        if message.entrypoint is None and message.method == "fetch":
-            fetch = getattr(self.main, "fetch", None)
-            if isinstance(fetch, types.FunctionType):
-                return fetch
+        if message.entrypoint is None and message.method in _MODULE_HANDLERS:
+            for handler_name in _MODULE_HANDLERS[message.method]:
+                handler = getattr(self.main, handler_name, None)
+                # the tenant's own function, not one it imported (`from workers import fetch`)
+                if (
+                    isinstance(handler, types.FunctionType)
+                    and handler.__code__.co_filename in self.files
+                ):
+                    return handler
         raise self._missing(
             f"no entrypoint {name!r} in module {self.main.__name__!r}: define class {name}"
-            + (" or a module-level fetch(request, env, ctx)" if message.entrypoint is None else "")
+            + (
+                f" or a module-level on_{message.method}(...)"
+                if message.entrypoint is None and message.method in _MODULE_HANDLERS
+                else ""
+            )
         )
 
     def _missing(self, message: str) -> TenantFailure:
@@ -229,9 +271,12 @@ class TenantCode:
                     raise TypeError(
                         f"fetch() must return a workers.Response, got {type(result).__name__}"
                     )
+                headers = result.headers
+                if type(headers) is not workers.Headers:
+                    headers = workers.Headers(headers)
                 data: object = protocol.ResponseData(
                     status=result.status,
-                    headers=[(str(k), str(v)) for k, v in result.headers.items()],
+                    headers=[(str(k), str(v)) for k, v in headers.pairs()],
                     body=bytes(result.body),
                 )
             else:

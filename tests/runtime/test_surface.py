@@ -47,6 +47,8 @@ SURFACES = {
         "WorkerCode",
         "EntrypointStub",
         "FetchResponse",
+        "LazyEntrypoint",
+        "LazyWorker",
         "WorkerLoader",
         "WorkerStub",
         "stub_worker",

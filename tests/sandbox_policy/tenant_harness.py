@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import types
 
+from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.compiler import compile_module
 from dynworkers.sandbox_policy.guards import register_safe_type
 from dynworkers.sandbox_policy.namespace import TenantNamespace
@@ -43,7 +44,7 @@ class Tenant:
         self.ns = TenantNamespace(
             self.policy,
             import_tenant_module=self._import,
-            api_modules={"workers": _api_module()},
+            api_modules={"workers": _api_module(), "asyncio": aio.asyncio_module()},
             emit_print=self.printed.append,
         )
 
@@ -70,3 +71,9 @@ class Tenant:
 def run(source: str, policy: Policy | None = None, **other_modules: str) -> dict[str, object]:
     """Run `source` as module 'main' of a fresh tenant; return its globals."""
     return Tenant(policy).run(source, **other_modules)
+
+
+def run_async(source: str, policy: Policy | None = None, **other_modules: str) -> object:
+    """Run `source`, then drive its `async def main()` on the sandbox's loop; return its value."""
+    main = run(source, policy, **other_modules)["main"]
+    return aio.block_on(main())  # type: ignore[operator]
