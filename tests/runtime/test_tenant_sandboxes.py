@@ -9,13 +9,14 @@ is an event the host saw, never a duration. Timeouts only guard against a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from dynworkers.loader import Binding, WorkerCode
-from dynworkers.runtime import Supervisor
+from dynworkers.loader import Binding, Limits, WorkerCode
+from dynworkers.runtime import MemoryLimitExceeded, Supervisor
 from dynworkers.runtime.bindings import ServiceContext
 from dynworkers.runtime.daemon.prometheus import DaemonMetrics
 from tests.engine.harness import Harness
@@ -43,6 +44,13 @@ class Default(WorkerEntrypoint):
 
     def whoami(self):
         return ME
+
+    def hoard(self, mib):
+        HOARD.append("x" * (mib * 1024 * 1024))
+        return len(HOARD)
+
+
+HOARD = []
 """
 
 
@@ -85,8 +93,12 @@ class WakeUpLike(Binding):
     kind = "step"
 
 
-async def holder(sup: Supervisor, tenant: str, source: str = HOLDER) -> Any:
-    stub = await sup.loader.get(tenant, lambda: code(source, env={"GATE": sup.service(Gate)}))
+async def holder(
+    sup: Supervisor, tenant: str, source: str = HOLDER, limits: Limits | None = None
+) -> Any:
+    stub = await sup.loader.get(
+        tenant, lambda: code(source, env={"GATE": sup.service(Gate)}, limits=limits)
+    )
     return stub.get_entrypoint()
 
 
@@ -224,6 +236,26 @@ def test_an_idle_extra_sandbox_ends_after_its_ttl_while_its_sibling_is_busy(
             assert tenant_stats(sup, "acme") == {"sandboxes": 1, "busy": 1, "queued": 0}
             Gate.open("long")
             assert await long == "long"
+
+    asyncio.run(main())
+
+
+def test_the_memory_ceiling_ends_only_the_sandbox_over_it(config: Callable[..., Any]) -> None:
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(sweep_interval=0.05)) as sup:
+            entry = await holder(sup, "acme", limits=Limits(memory_mb=64))
+            pinned = hold(entry, "pinned")
+            await Gate.running("pinned")
+            # in a second sandbox (the first is busy); the watch of busy sandboxes may catch it
+            # during the call, or the idle sweep after it
+            with contextlib.suppress(MemoryLimitExceeded):
+                assert await entry.hoard(128) == 1
+            await eventually(lambda: evictions(sup, "memory") == 1, what="a memory eviction")
+            assert tenant_stats(sup, "acme") == {"sandboxes": 1, "busy": 1, "queued": 0}
+            Gate.open("pinned")
+            assert await pinned == "pinned"
+            assert await entry.hoard(1) == 1  # the sandbox that was kept never hoarded
 
     asyncio.run(main())
 
