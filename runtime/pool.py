@@ -129,6 +129,8 @@ class Pool(SandboxTable):
             if handle is None:
                 if self.closed:
                     raise SupervisorClosed("the supervisor is closed")
+                if not group.retired and group.tenant_id not in self.active:
+                    self.active[group.tenant_id] = group  # forgotten while this call waited
                 handle = group.take_idle(kind)
             if handle is not None:
                 self.lru.move_to_end(handle.id)
@@ -311,6 +313,8 @@ class Pool(SandboxTable):
         assert group is not None
         group.busy[handle.kind] -= 1
         if not handle.alive:
+            if group.queue:
+                group.wake_queue()  # its share is free again: a queued call may start one
             self._forget_if_empty(group)
             return
         if group.queue and group.hand_over(handle):

@@ -392,3 +392,24 @@ def test_a_tenants_fetch_pauses_its_own_workflow_while_the_workflows_step_runs(
             assert status["output"] == ["step", "after"]
 
     asyncio.run(main())
+
+
+def test_a_call_queued_while_the_tenants_sandboxes_end_starts_one_the_tenant_keeps(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(max_sandboxes_per_tenant=1)) as sup:
+            entry = await holder(sup, "acme")
+            running = hold(entry, "running")
+            await Gate.running("running")
+            queued = asyncio.ensure_future(entry.ping())
+            await eventually(lambda: tenant_stats(sup, "acme").get("queued") == 1, what="queued")
+            assert sup.evict("acme")
+            assert isinstance((await asyncio.gather(running, return_exceptions=True))[0], Exception)
+            assert await queued == "pong"  # it started the tenant's next sandbox
+            assert len(sup.sandbox_pids("acme")) == 1  # listed as the tenant's, and the only one
+            assert await entry.ping() == "pong"
+            assert sup.stats()["pool"]["size"] == 1
+
+    asyncio.run(main())
