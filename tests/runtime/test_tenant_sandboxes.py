@@ -413,3 +413,11 @@ def test_a_call_queued_while_the_tenants_sandboxes_end_starts_one_the_tenant_kee
             assert sup.stats()["pool"]["size"] == 1
 
     asyncio.run(main())
+
+
+def test_the_per_tenant_cap_is_bounded_by_max_sandboxes(config: Callable[..., Any]) -> None:
+    async def main() -> None:
+        async with Supervisor(config(max_sandboxes=2, max_sandboxes_per_tenant=8)) as sup:
+            assert sup.stats()["pool"]["max_sandboxes_per_tenant"] == 2
+
+    asyncio.run(main())
