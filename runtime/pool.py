@@ -158,6 +158,7 @@ class Pool(SandboxTable):
         try:
             return await future
         except _GaveUp:
+            self._leave_queue(group, future, kind)
             raise PoolBusy(
                 f"tenant {group.tenant_id!r} kept its sandboxes busy with earlier calls until "
                 "this call's deadline; this call did not run: retry, give the tenant's calls "
@@ -168,10 +169,19 @@ class Pool(SandboxTable):
                 handed = future.result()  # goes to the next in line
                 if handed is not None:
                     self.release(handed)
+            self._leave_queue(group, future, kind)
             raise
         finally:
             if remaining > 0:
                 timer.cancel()
+
+    def _leave_queue(
+        self, group: TenantSandboxes, future: asyncio.Future[SandboxHandle | None], kind: int
+    ) -> None:
+        """A call that gave up leaves the queue, so that an empty tenant can be forgotten."""
+        with contextlib.suppress(ValueError):
+            group.queue.remove((future, kind))
+        self._forget_if_empty(group)
 
     async def _start(
         self, group: TenantSandboxes, worker: CompiledWorker, deadline: float, kind: int

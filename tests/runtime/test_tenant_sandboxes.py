@@ -13,10 +13,11 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dynworkers.loader import Binding, Limits, WorkerCode
-from dynworkers.runtime import MemoryLimitExceeded, Supervisor
+from dynworkers.runtime import MemoryLimitExceeded, PoolBusy, Supervisor
 from dynworkers.runtime.bindings import ServiceContext
 from dynworkers.runtime.daemon.prometheus import DaemonMetrics
 from tests.engine.harness import Harness
@@ -419,5 +420,35 @@ def test_the_per_tenant_cap_is_bounded_by_max_sandboxes(config: Callable[..., An
     async def main() -> None:
         async with Supervisor(config(max_sandboxes=2, max_sandboxes_per_tenant=8)) as sup:
             assert sup.stats()["pool"]["max_sandboxes_per_tenant"] == 2
+
+    asyncio.run(main())
+
+
+class LongDeadline(Binding):
+    """A per-call grant that gives its call a long deadline (as the engine's step binding gives
+    a step its timeout), so that only the queued call's short deadline can pass."""
+
+    def granted(self, control: Any) -> None:
+        control.set_deadline(HANG)
+
+
+def test_a_call_that_waits_its_whole_deadline_in_the_queue_does_not_run(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(max_sandboxes_per_tenant=1)) as sup:
+            entry = await holder(sup, "acme", limits=Limits(deadline=0.3))
+            running = hold(entry, "running", LongDeadline())
+            await Gate.running("running")
+            with pytest.raises(PoolBusy, match="did not run"):
+                await entry.hold("queued")
+            assert not Gate.event(Gate.entered, "queued").is_set()
+            assert tenant_stats(sup, "acme") == {"sandboxes": 1, "busy": 1, "queued": 0}
+            assert sup.stats()["evictions"]["deadline"] == 0  # busy is not broken
+            Gate.open("running")
+            assert await running == "running"
+            assert sup.evict("acme")
+            assert "acme" not in sup.stats()["tenants"]  # nothing left of it
 
     asyncio.run(main())
