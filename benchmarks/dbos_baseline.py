@@ -201,9 +201,7 @@ def _throughput_body(
     }
 
 
-def throughput(
-    steps: int, concurrency: int, count: int, url: str | None = None
-) -> dict[str, Any]:
+def throughput(steps: int, concurrency: int, count: int, url: str | None = None) -> dict[str, Any]:
     """Workflows per second and per-workflow latency for `count` workflows of `steps` steps
     (on `url`, a fresh PostgreSQL database, if given)."""
     if concurrency < 1 or count < 1:

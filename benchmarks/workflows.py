@@ -27,12 +27,12 @@ d. dynworkers only: N instances waiting at once. A fresh process creates N over 
    lateness of every wake-up = when the scheduler began it minus its wake_at; and the engine's
    own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first).
 
-No store polling: `Probe` wraps the engine's `store.update_instance` (a completion counts once
-its write is durable) and the scheduler's run callback (when a wake-up begins). Hibernation is
-read from `engine.stats()["hibernating"]` every 10 ms and checked against the store's counts.
-Children are SIGKILLed with all their descendants (by pid) on any exit. Prints the JSON report,
-then a Markdown table whose last column is dynworkers / DBOS (for wf/s above 1 favours
-dynworkers, for times below 1 does).
+No store polling: `Probe` wraps the engine's `store.update_instance` and `store.record` (a
+completion counts once its write is durable) and the scheduler's run callback (when a wake-up
+begins). Hibernation is read from `engine.stats()["hibernating"]` every 10 ms and checked
+against the store's counts. Children are SIGKILLed with all their descendants (by pid) on any
+exit. Prints the JSON report, then a Markdown table whose last column is dynworkers / DBOS (for
+wf/s above 1 favours dynworkers, for times below 1 does).
 """
 
 from __future__ import annotations
@@ -97,10 +97,16 @@ class Probe:
         #: instance id -> ms from due to the scheduler starting its wake-up (None: not recording)
         self.lateness_ms: dict[str, float] | None = None
         self._waiters: dict[str, asyncio.Future[str]] = {}
-        update, run = engine.store.update_instance, engine.scheduler._run
+        update, record = engine.store.update_instance, engine.store.record
+        run = engine.scheduler._run
 
         async def update_instance(instance_id: str, **fields: Any) -> None:
             await update(instance_id, **fields)
+            if fields.get("status") in FINISHED:
+                self._finish(instance_id, str(fields["status"]))
+
+        async def record_step(step: Any, instance_id: str, **fields: Any) -> None:
+            await record(step, instance_id, **fields)  # a wake-up's end is written here
             if fields.get("status") in FINISHED:
                 self._finish(instance_id, str(fields["status"]))
 
@@ -110,6 +116,7 @@ class Probe:
             await run(instance_id, due)
 
         engine.store.update_instance = update_instance
+        engine.store.record = record_step
         engine.scheduler._run = timed_run
 
     def _finish(self, instance_id: str, status: str) -> None:

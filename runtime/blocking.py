@@ -78,7 +78,12 @@ class BlockingSupervisor:
         return self.run(_value(self.supervisor.stats))
 
     def evict(self, tenant_id: str, reason: str = "manual") -> bool:
+        """End every sandbox of the tenant (see `Supervisor.evict`)."""
         return self.run(_value(lambda: self.supervisor.evict(tenant_id, reason)))
+
+    def sandbox_pids(self, tenant_id: str) -> list[int]:
+        """The pids of the tenant's live sandboxes, oldest first (a busy tenant has several)."""
+        return self.run(_value(lambda: self.supervisor.sandbox_pids(tenant_id)))
 
 
 class BlockingLoader:

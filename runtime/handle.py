@@ -1,7 +1,9 @@
 """The host's record of one sandbox process: its channel, its tenant, its capabilities.
 
 Host side, on the supervisor's event loop. A handle goes booting -> spare -> specialised (one
-tenant, for its whole life) -> dead. It serves binding calls that arrive on its channel against
+tenant, for its whole life) -> dead. A specialised handle belongs to its tenant's
+`TenantSandboxes` (`group`) and runs one call at a time: the pool hands it to one caller, who
+releases it. It serves binding calls that arrive on its channel against
 its own capability table, with its own tenant id, and forwards console records to the log.
 
 It never kills its process itself: the pool decides (and records why), the zygote signals. When
@@ -13,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynworkers.loader import Binding, CompiledWorker
 from dynworkers.runtime import protocol
 from dynworkers.runtime.bindings import BindingRateLimit, CapabilityTable, OutboundBinding
 from dynworkers.runtime.channel import Channel
 from dynworkers.runtime.errors import BindingRateLimited, CapabilityError
+
+if TYPE_CHECKING:
+    from dynworkers.runtime.tenant_sandboxes import TenantSandboxes
 
 log = logging.getLogger("dynworkers.handle")
 tenant_log = logging.getLogger("dynworkers.tenant")
@@ -44,8 +49,9 @@ class SandboxHandle:
         self.capabilities = CapabilityTable()
         self.state = "booting"
         self.last_used = time.monotonic()
-        self.users = 0  # callers holding or waiting for this sandbox
-        self.lock = asyncio.Lock()  # requests to one tenant queue here
+        self.users = 0  # 1 while a call holds this sandbox, else 0
+        self.group: TenantSandboxes | None = None  # its tenant's sandboxes, once specialised
+        self.kind = 0  # the kind of the call holding it (tenant_sandboxes.REQUEST or WAKEUP)
         self.layers: list[str] = []
         self.unavailable: list[tuple[str, str]] = []
         self.exit_reason: str | None = None

@@ -47,6 +47,10 @@ class PoolMetrics:
     rehydrations: int = 0
     boots: int = 0
     boot_failures: int = 0
+    #: cold starts of a tenant that already had a live sandbox (a busy tenant scaling out)
+    scale_outs: int = 0
+    #: calls that found every sandbox their tenant may use busy, and queued for one
+    queued: int = 0
     #: sandboxes killed by the memory watch during a call (also counted in evictions["memory"])
     memory_kills: int = 0
     evictions: Counter[str] = field(default_factory=Counter)
@@ -66,6 +70,8 @@ class PoolMetrics:
             "cold": self.cold,
             "warm": self.warm,
             "rehydrations": self.rehydrations,
+            "scale_outs": self.scale_outs,
+            "queued": self.queued,
             "boots": self.boots,
             "boot_failures": self.boot_failures,
             "memory_kills": self.memory_kills,

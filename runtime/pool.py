@@ -1,51 +1,56 @@
-"""The pool: spares booted ahead of need, and an LRU of specialised sandboxes by tenant id.
+"""The pool: spares booted ahead of need, and the specialised sandboxes of each tenant.
 
 Host side, on the supervisor's event loop. It owns every `SandboxHandle`: boots spares through the
 zygote, specialises a spare for a tenant on a cold start, keeps at most `max_sandboxes`
-specialised, and evicts with a recorded reason (capacity, idle, memory, deadline, crash,
-protocol, shutdown, manual). A memory watch kills a sandbox over its ceiling during a call
-(`watch_memory` says which mechanism holds the ceiling where). The process table changes only
-on evidence: a handle is dead when the zygote reports its exit, or when the pool kills it.
+specialised in all, and evicts with a recorded reason (capacity, idle, memory, deadline, crash,
+protocol, shutdown, manual, redeploy). The process table changes only on evidence: a handle is
+dead when the zygote reports its exit, or when the pool kills it.
 
-Cold starts for one tenant are single-flight. Capacity eviction takes the least recently used
-sandbox that nobody holds; if every sandbox is held, the caller waits, and gets `PoolBusy` at its
-deadline. A boot failure raises `BootError` to the caller that needed the sandbox and nobody else.
+A busy tenant has several sandboxes (up to `max_sandboxes_per_tenant`), each running one call
+at a time; `runtime.tenant_sandboxes` holds the rule that picks one for a call. Every limit
+applies per sandbox: the LRU order (capacity eviction takes the least recently used sandbox that
+no call holds, so a tenant's older sandbox goes before its newer one), the idle TTL, and the
+memory ceiling (`runtime.memory_watch`). A redeploy retires all of the tenant's sandboxes of the
+old version: idle ones end at once, busy ones when their call (and the calls queued for that
+version) are done.
+
+When the pool is full and every sandbox in it is held, a tenant with no sandbox waits for one to
+be released, and gets `PoolBusy` at its deadline. A boot failure raises `BootError` to the call
+that needed the sandbox and nobody else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
 import time
-from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections import OrderedDict
 from typing import Any
 
-import psutil
 import zmq
 
 from dynworkers.loader import CompiledWorker
-from dynworkers.runtime import protocol
+from dynworkers.runtime import memory_watch, protocol
 from dynworkers.runtime.bindings import BindingRateLimit
-from dynworkers.runtime.channel import Channel
-from dynworkers.runtime.errors import (
-    BootError,
-    MemoryLimitExceeded,
-    PoolBusy,
-    ProtocolError,
-    SandboxCrashed,
-    SandboxError,
-    SupervisorClosed,
-)
+from dynworkers.runtime.errors import PoolBusy, SupervisorClosed
 from dynworkers.runtime.handle import SandboxHandle
 from dynworkers.runtime.metrics import PoolMetrics
+from dynworkers.runtime.sandbox_table import SandboxTable
+from dynworkers.runtime.tenant_sandboxes import REQUEST, TenantSandboxes
 from dynworkers.runtime.zygote_client import ZygoteClient
 
-log = logging.getLogger("dynworkers.pool")
+
+class _GaveUp(Exception):
+    """A queued call's deadline passed before a sandbox came free."""
 
 
-class Pool:
+def _give_up(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_GaveUp())
+
+
+class Pool(SandboxTable):
     def __init__(
         self,
         *,
@@ -59,186 +64,209 @@ class Pool:
         max_concurrent_boots: int,
         metrics: PoolMetrics,
         rate_limit: BindingRateLimit | None = None,
+        max_sandboxes_per_tenant: int = 1,
     ) -> None:
-        self.zygote = zygote
-        self.context = context
-        self.run_dir = run_dir
+        super().__init__(
+            zygote=zygote,
+            context=context,
+            run_dir=run_dir,
+            spares=spares,
+            boot_timeout=boot_timeout,
+            max_frame=max_frame,
+            max_concurrent_boots=max_concurrent_boots,
+            metrics=metrics,
+            rate_limit=rate_limit,
+        )
         self.max_sandboxes = max_sandboxes
-        self.target_spares = spares
-        self.boot_timeout = boot_timeout
-        self.max_frame = max_frame
-        self.metrics = metrics
-        self.rate_limit = rate_limit
-        self.spares: deque[SandboxHandle] = deque()
-        self.active: OrderedDict[str, SandboxHandle] = OrderedDict()
-        self.handles: dict[int, SandboxHandle] = {}
-        self.booting = 0
-        self.spare_boots = 0  # boots started by replenish and not finished
-        self.reserved = 0  # cold starts that hold a slot but are not yet in `active`
-        self.waiters = 0  # cold starts waiting for a sandbox to be released
-        self.boot_slots = asyncio.Semaphore(max_concurrent_boots)
-        self.released = asyncio.Condition()
-        self._cold: dict[str, asyncio.Future[SandboxHandle]] = {}
+        self.max_per_tenant = max(1, min(max_sandboxes_per_tenant, max_sandboxes))
+        #: tenant id -> its sandboxes (the current version's); forgotten when empty
+        self.active: dict[str, TenantSandboxes] = {}
+        #: every live specialised sandbox by id, least recently used first
+        self.lru: OrderedDict[int, SandboxHandle] = OrderedDict()
+        self.reserved = 0  # cold starts that hold a slot but are not yet in `lru`
+        self._room: list[asyncio.Future[None]] = []  # cold starts waiting for a free slot
         self._ever_served: OrderedDict[str, None] = OrderedDict()
-        self._next_id = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
-        self.layers: list[str] = []
-        self.unavailable: list[tuple[str, str]] = []
-
-    # --- booting ---------------------------------------------------------------------------------
-
-    async def boot(self) -> SandboxHandle:
-        """Fork, connect and confine one blank sandbox."""
-        if self.closed:
-            raise SupervisorClosed("the supervisor is closed")
-        self._next_id += 1
-        sandbox_id = self._next_id
-        handle: SandboxHandle | None = None
-        started = time.perf_counter()
-        self.booting += 1
-        try:
-            async with self.boot_slots:
-                channel = Channel(
-                    self.context,
-                    self.run_dir,
-                    sandbox_id,
-                    self.max_frame,
-                    on_message=lambda m: handle.on_message(m) if handle else None,
-                    on_broken=lambda why: self._broken(sandbox_id, why),
-                )
-                handle = SandboxHandle(sandbox_id, channel, self.rate_limit)
-                self.handles[sandbox_id] = handle
-                request = protocol.ForkRequest(
-                    sandbox_id=sandbox_id, endpoint=channel.endpoint, token=channel.token
-                )
-                handle.pid = await asyncio.wait_for(self.zygote.fork(request), self.boot_timeout)
-                await asyncio.wait_for(channel.hello, self.boot_timeout)
-                channel.send(protocol.Welcome())
-                ready = await asyncio.wait_for(channel.ready, self.boot_timeout)
-        except (TimeoutError, SandboxError, OSError, zmq.ZMQError) as exc:
-            self.metrics.boot_failures += 1
-            if handle is not None:
-                self._end(handle, "crash", kill=True)
-            if isinstance(exc, BootError):
-                raise
-            raise BootError(None, f"a sandbox did not boot: {exc!r}") from None
-        finally:
-            self.booting -= 1
-        handle.layers, handle.unavailable = ready.active_layers, list(ready.unavailable)
-        self.layers, self.unavailable = handle.layers, handle.unavailable
-        handle.state = "spare"
-        self.metrics.boots += 1
-        self.metrics.spare_boot.append(time.perf_counter() - started)
-        return handle
-
-    def replenish(self) -> None:
-        """Start boots until spares plus boots in flight reach the target."""
-        while not self.closed and len(self.spares) + self.spare_boots < self.target_spares:
-            self.spare_boots += 1
-            self._spawn(self._boot_spare())
-
-    async def _boot_spare(self) -> None:
-        try:
-            handle = await self.boot()
-        except (BootError, SupervisorClosed) as exc:
-            if self.closed:
-                return
-            log.warning("spare boot failed: %s", exc)
-            await asyncio.sleep(0.5)  # do not spin on a broken zygote
-            return
-        finally:
-            self.spare_boots -= 1
-        if self.closed or not handle.alive:
-            self._end(handle, "shutdown", kill=True)
-            return
-        self.spares.append(handle)
-
-    async def take_spare(self) -> SandboxHandle:
-        while self.spares:
-            handle = self.spares.popleft()
-            if handle.alive:
-                # Replace it once the cold start is under way, not during it: a fork and a bind
-                # on the critical path would add to boot latency on a two-core machine.
-                asyncio.get_running_loop().call_later(0.002, self.replenish)
-                return handle
-        handle = await self.boot()
-        self.replenish()
-        return handle
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- acquiring -------------------------------------------------------------------------------
 
-    async def acquire(self, worker: CompiledWorker, deadline: float) -> tuple[SandboxHandle, bool]:
-        """The tenant's sandbox, held by the caller (release it); and whether it was cold."""
+    async def acquire(
+        self, worker: CompiledWorker, deadline: float, kind: int = REQUEST
+    ) -> tuple[SandboxHandle, bool]:
+        """A sandbox of the worker's tenant, held by the caller alone until it calls `release`;
+        and whether it was a cold start. `kind` is REQUEST or WAKEUP (see tenant_sandboxes)."""
         if self.closed:
             raise SupervisorClosed("the supervisor is closed")
-        tenant = worker.worker_id
-        handle = self.active.get(tenant)
-        if (
-            handle is not None
-            and handle.worker is not None
-            and handle.worker.version != worker.version
-        ):
-            self._retire(handle)  # a redeploy: new calls go to a fresh sandbox with the new code
-            handle = None
-        if handle is not None and handle.alive:
-            self.active.move_to_end(tenant)
-            handle.users += 1
+        group = self.active.get(worker.worker_id)
+        if group is None or group.version != worker.version:
+            group = self._new_group(worker, group)
+        handle = group.take_idle(kind)
+        if handle is not None:  # warm: the fast path
+            self.lru.move_to_end(handle.id)
             self.metrics.warm += 1
             return handle, False
-        pending = self._cold.get(tenant)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._cold[tenant] = pending
-            self._spawn(self._cold_start(worker, deadline, pending))
-        handle = await asyncio.shield(pending)
-        handle.users += 1
-        return handle, True
+        return await self._acquire_busy(group, worker, deadline, kind)
+
+    def _new_group(self, worker: CompiledWorker, old: TenantSandboxes | None) -> TenantSandboxes:
+        if old is not None:  # a redeploy: new calls go to fresh sandboxes with the new code
+            old.retired = True
+            for handle in list(old.idle):
+                self.evict(handle, "redeploy")
+            for handle in old.sandboxes:
+                handle.retired = True  # busy: ends once its call and the old queue are done
+        group = TenantSandboxes(worker.worker_id, worker.version, self.max_per_tenant)
+        self.active[worker.worker_id] = group
+        return group
+
+    async def _acquire_busy(
+        self, group: TenantSandboxes, worker: CompiledWorker, deadline: float, kind: int
+    ) -> tuple[SandboxHandle, bool]:
+        """No idle sandbox for this call: start one while the tenant is under its cap, else
+        queue for the next that comes free (woken with None: something ended, look again)."""
+        while True:
+            if group.may_grow(kind) and (not group.sandboxes or self._room_for_one()):
+                return await self._start(group, worker, deadline, kind), True
+            handle = await self._queue(group, kind, deadline)
+            if handle is None:
+                if self.closed:
+                    raise SupervisorClosed("the supervisor is closed")
+                if not group.retired and group.tenant_id not in self.active:
+                    self.active[group.tenant_id] = group  # forgotten while this call waited
+                handle = group.take_idle(kind)
+            if handle is not None:
+                self.lru.move_to_end(handle.id)
+                self.metrics.warm += 1
+                return handle, False
+
+    def _room_for_one(self) -> bool:
+        """Whether a cold start would find a free slot, or an idle sandbox to evict for one."""
+        if len(self.lru) + self.reserved < self.max_sandboxes:
+            return True
+        return any(handle.users == 0 for handle in self.lru.values())
+
+    async def _queue(
+        self, group: TenantSandboxes, kind: int, deadline: float
+    ) -> SandboxHandle | None:
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        future: asyncio.Future[SandboxHandle | None] = loop.create_future()
+        if remaining > 0:
+            group.queue.append((future, kind))
+            self.metrics.queued += 1
+            timer = loop.call_later(remaining, _give_up, future)
+        else:
+            _give_up(future)
+        try:
+            return await future
+        except _GaveUp:
+            self._leave_queue(group, future, kind)
+            raise PoolBusy(
+                f"tenant {group.tenant_id!r} kept its sandboxes busy with earlier calls until "
+                "this call's deadline; this call did not run: retry, give the tenant's calls "
+                "more time, or raise max_sandboxes_per_tenant"
+            ) from None
+        except asyncio.CancelledError:  # the caller went away; a sandbox handed over meanwhile
+            if not future.cancelled() and future.done() and future.exception() is None:
+                handed = future.result()  # goes to the next in line
+                if handed is not None:
+                    self.release(handed)
+            self._leave_queue(group, future, kind)
+            raise
+        finally:
+            if remaining > 0:
+                timer.cancel()
+
+    def _leave_queue(
+        self, group: TenantSandboxes, future: asyncio.Future[SandboxHandle | None], kind: int
+    ) -> None:
+        """A call that gave up leaves the queue, so that an empty tenant can be forgotten."""
+        with contextlib.suppress(ValueError):
+            group.queue.remove((future, kind))
+        self._forget_if_empty(group)
+
+    async def _start(
+        self, group: TenantSandboxes, worker: CompiledWorker, deadline: float, kind: int
+    ) -> SandboxHandle:
+        """Another sandbox for the tenant, specialised by a task of its own (a caller that goes
+        away does not leave it half done: the sandbox is released to the tenant's others)."""
+        group.busy[kind] += 1
+        group.starting += 1
+        pending: asyncio.Future[SandboxHandle] = asyncio.get_running_loop().create_future()
+        self._spawn(self._cold_start(group, worker, deadline, kind, pending))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(self._orphan)
+            raise
+
+    def _orphan(self, future: asyncio.Future[SandboxHandle]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.release(future.result())
 
     async def _cold_start(
-        self, worker: CompiledWorker, deadline: float, result: asyncio.Future[SandboxHandle]
+        self,
+        group: TenantSandboxes,
+        worker: CompiledWorker,
+        deadline: float,
+        kind: int,
+        result: asyncio.Future[SandboxHandle],
     ) -> None:
         """Specialise a spare for the tenant. The caller's Invoke is pipelined behind the
         Specialise message; a tenant whose modules fail reports it on that Invoke."""
-        tenant = worker.worker_id
         started = time.perf_counter()
         try:
             await self._make_room(deadline)
         except BaseException as exc:
-            self._cold.pop(tenant, None)
+            self._start_failed(group, kind)
             result.set_exception(exc)
             result.exception()
             return
+        handle: SandboxHandle | None = None
         try:
             handle = await self.take_spare()
-            handle.tenant_id = tenant
+            handle.tenant_id = group.tenant_id
             handle.worker = worker
+            handle.group = group
+            handle.kind = kind
+            handle.users = 1
+            handle.retired = group.retired
             handle.state = "specialised"
             specialised = asyncio.get_running_loop().create_future()
             handle.channel.specialised = specialised
             handle.channel.send(handle.specialise_message(worker))
-            self.active[tenant] = handle
+            alone = not group.sandboxes
+            if handle.alive:  # a send can find the channel broken and end it at once
+                group.sandboxes.append(handle)
+                self.lru[handle.id] = handle
         except BaseException as exc:
+            if handle is not None and handle.alive and handle.id not in self.lru:
+                self._end(handle, "crash", kill=True)  # taken, never joined the tenant
+            self.reserved -= 1
+            self._start_failed(group, kind)
             if not result.done():
                 result.set_exception(exc)
                 result.exception()
         else:
-            specialised.add_done_callback(lambda future: self._specialised(handle, future, started))
+            self.reserved -= 1
+            group.starting -= 1
+            specialised.add_done_callback(
+                functools.partial(self._specialised, handle, started, alone)
+            )
             result.set_result(handle)
         finally:
-            self.reserved -= 1
-            self._cold.pop(tenant, None)
-            if self.waiters:  # a failed start frees its slot for a waiter
-                async with self.released:
-                    self.released.notify_all()
+            self._wake_room()  # a failed start frees its slot for a waiter
+
+    def _start_failed(self, group: TenantSandboxes, kind: int) -> None:
+        group.starting -= 1
+        group.busy[kind] -= 1
+        group.wake_queue()  # under its cap again: a queued call may start one
+        self._forget_if_empty(group)
 
     def _specialised(
-        self, handle: SandboxHandle, future: asyncio.Future[protocol.Specialised], started: float
+        self,
+        handle: SandboxHandle,
+        started: float,
+        alone: bool,
+        future: asyncio.Future[protocol.Specialised],
     ) -> None:
         if future.cancelled() or future.exception() is not None or future.result().error:
             return  # the caller's Invoke reports the failure; the pool ends the sandbox then
@@ -249,7 +277,9 @@ class Pool:
         self.metrics.boot_latency.append(latency)
         if self.metrics.observers:
             self.metrics.tell("boot", tenant, latency)
-        if tenant in self._ever_served:
+        if not alone:
+            self.metrics.scale_outs += 1
+        elif tenant in self._ever_served:  # its first sandbox since all of them ended
             self.metrics.rehydrations += 1
         self._ever_served[tenant] = None
         if len(self._ever_served) > 100_000:
@@ -259,183 +289,109 @@ class Pool:
         """Reserve a slot for one cold start, evicting the least recently used idle sandbox
         when the pool is full; wait for a release when every sandbox is held."""
         loop = asyncio.get_running_loop()
-        async with self.released:
-            while len(self.active) + self.reserved >= self.max_sandboxes:
-                victim = next((h for h in self.active.values() if h.users == 0), None)
-                if victim is not None:
-                    self.evict(victim, "capacity")
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise PoolBusy(
-                        f"all {self.max_sandboxes} sandboxes are busy; retry later or raise "
-                        "max_sandboxes"
-                    )
-                self.waiters += 1
-                try:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.released.wait(), remaining)
-                finally:
-                    self.waiters -= 1
-            self.reserved += 1
+        while len(self.lru) + self.reserved >= self.max_sandboxes:
+            victim = next((h for h in self.lru.values() if h.users == 0), None)
+            if victim is not None:
+                self.evict(victim, "capacity")
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise PoolBusy(
+                    f"all {self.max_sandboxes} sandboxes are busy; retry later or raise "
+                    "max_sandboxes"
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._room.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, remaining)
+        self.reserved += 1
 
-    def _retire(self, handle: SandboxHandle) -> None:
-        assert handle.tenant_id is not None
-        del self.active[handle.tenant_id]
-        handle.retired = True
-        if handle.users == 0:
-            self.evict(handle, "redeploy")
+    def _wake_room(self) -> None:
+        waiters, self._room = self._room, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def release(self, handle: SandboxHandle) -> None:
-        handle.users -= 1
+    # --- releasing -------------------------------------------------------------------------------
+
+    def release(self, handle: SandboxHandle) -> None:
+        """The caller's call is done: the sandbox goes to the tenant's next queued call, or
+        becomes idle (a retired one ends)."""
+        handle.users = 0
         handle.last_used = time.monotonic()
-        if handle.users == 0 and handle.retired:
+        group = handle.group
+        assert group is not None
+        group.busy[handle.kind] -= 1
+        if not handle.alive:
+            if group.queue:
+                group.wake_queue()  # its share is free again: a queued call may start one
+            self._forget_if_empty(group)
+            return
+        if group.queue and group.hand_over(handle):
+            return
+        if handle.retired:
             self.evict(handle, "redeploy")
-        if handle.users == 0 and self.waiters:
-            async with self.released:
-                self.released.notify_all()
+            return
+        group.idle.append(handle)
+        if self._room:
+            self._wake_room()
+
+    def _forget_if_empty(self, group: TenantSandboxes) -> None:
+        if group.empty and self.active.get(group.tenant_id) is group:
+            del self.active[group.tenant_id]
+
+    def sandboxes(self, tenant_id: str) -> list[SandboxHandle]:
+        """The tenant's live sandboxes of its current version, oldest first."""
+        group = self.active.get(tenant_id)
+        return [h for h in group.sandboxes if h.alive] if group is not None else []
 
     # --- ending ----------------------------------------------------------------------------------
 
-    def evict(
-        self,
-        handle: SandboxHandle,
-        reason: str,
-        error: BaseException | None = None,
-        kill: bool = True,
-    ) -> None:
-        """End a sandbox for `reason`, counted once; every call pending on it fails with
-        `error`. `kill=False` when the process is already gone (the zygote reported it)."""
-        if not handle.alive:
-            return
-        self.metrics.evictions[reason] += 1
-        if self.metrics.observers and handle.tenant_id is not None:
-            self.metrics.tell(f"evict:{reason}", handle.tenant_id, 1.0)
-        log.debug("evict %r: %s", handle, reason)
-        self._end(handle, reason, kill=kill, error=error)
+    def evict_tenant(self, tenant_id: str, reason: str) -> int:
+        """End every sandbox of the tenant, busy or idle; how many there were."""
+        handles = self.sandboxes(tenant_id)
+        for handle in handles:
+            self.evict(handle, reason)
+        return len(handles)
 
-    def _end(
-        self, handle: SandboxHandle, reason: str, kill: bool, error: BaseException | None = None
-    ) -> None:
-        handle.state = "dead"
-        handle.exit_reason = handle.exit_reason or reason
-        if handle.tenant_id is not None and self.active.get(handle.tenant_id) is handle:
-            del self.active[handle.tenant_id]
-        if kill:
-            self.zygote.kill(handle.id)
-        handle.cancel_bindings()
-        if error is None:
-            error = SandboxCrashed(
-                handle.tenant_id, f"sandbox {handle.id} was evicted: {reason}", reason
-            )
-        elif isinstance(error, SandboxError) and error.reason is None:
-            error.reason = reason
-        handle.channel.fail_all(error)
-        handle.channel.close()
+    def _detach(self, handle: SandboxHandle) -> None:
+        group = handle.group
+        if group is not None:
+            self.lru.pop(handle.id, None)
+            if handle in group.sandboxes:
+                group.sandboxes.remove(handle)
+            if handle in group.idle:
+                group.idle.remove(handle)
+            if group.queue:
+                group.wake_queue()  # under its cap again: a queued call may start one
+            self._forget_if_empty(group)
 
-    def on_exit(self, exited: protocol.Exited) -> None:
-        """The zygote reaped a sandbox: the only evidence that removes it from the table."""
-        handle = self.handles.pop(exited.sandbox_id, None)
-        if handle is None or not handle.alive:
-            return
-        handle.exit_reason = exited.description
-        message = f"sandbox of tenant {handle.tenant_id!r} {exited.description}"
-        self.evict(handle, "crash", SandboxCrashed(handle.tenant_id, message), kill=False)
-
-    def on_zygote_lost(self) -> None:
-        for handle in list(self.handles.values()):
-            error = SandboxCrashed(handle.tenant_id, "the zygote died, taking its sandboxes")
-            self.evict(handle, "crash", error, kill=False)
-        self.handles.clear()
-        self.spares.clear()
-
-    def _broken(self, sandbox_id: int, why: str) -> None:
-        handle = self.handles.get(sandbox_id)
-        if handle is not None:
-            self.evict(
-                handle,
-                "protocol",
-                ProtocolError(handle.tenant_id, f"sandbox of tenant {handle.tenant_id!r} {why}"),
-            )
-
-    # --- memory ceiling --------------------------------------------------------------------------
+    # --- memory and idleness --------------------------------------------------------------------
 
     def watch_memory(self, interval: float) -> None:
-        """Start the memory watch: every `interval` seconds, kill a busy sandbox over its ceiling.
-
-        The ceiling (`SupervisorConfig.memory_limit_mb`, or the worker's `Limits.memory_mb`) is
-        held while a call runs by this watch of the resident set of every sandbox that has a call
-        in flight; its pending calls fail at once with `MemoryLimitExceeded` naming the ceiling.
-        Between checks a fast allocation can overshoot; the sandbox's RLIMIT_AS
-        (`OsLimits.memory_bytes`) is the backstop that no allocation passes (a `MemoryError` in
-        tenant code). The idle sweep (`sweep`) checks sandboxes without a call.
-
-        cgroup v2 `memory.max` is not used: it needs a delegated cgroup with the memory
-        controller whose processes all live in leaves, which the host's own cgroup is not on the
-        machines this runs on (CI has a v1 memory hierarchy); the RSS watch works everywhere.
-        """
-        self._spawn(self._watch_memory(interval))
-
-    async def _watch_memory(self, interval: float) -> None:
-        while not self.closed:
-            await asyncio.sleep(interval)
-            try:
-                self.check_busy_memory()
-            except Exception:  # the watch outlives any one bad reading (EMFILE, a psutil bug)
-                log.exception("memory watch: a check failed; trying again in %g s", interval)
-
-    def check_busy_memory(self) -> None:
-        """Kill every sandbox with a call in flight whose RSS is over its ceiling."""
-        for handle in list(self.handles.values()):
-            if not handle.alive or not handle.users or not handle.memory_limit:
-                continue
-            used = self.rss(handle)
-            if used > handle.memory_limit:
-                self.metrics.memory_kills += 1
-                limit_mib = handle.memory_limit / (1 << 20)
-                error = MemoryLimitExceeded(
-                    handle.tenant_id,
-                    f"tenant {handle.tenant_id!r} used {used / (1 << 20):.0f} MiB during a call, "
-                    f"over its memory ceiling of {limit_mib:g} MiB: its sandbox was killed and the "
-                    "next call starts a fresh one; use less memory, or raise memory_limit_mb",
-                    limit_bytes=handle.memory_limit,
-                    used_bytes=used,
-                )
-                self.evict(handle, "memory", error)
-
-    # --- sweeping --------------------------------------------------------------------------------
+        """Start the memory watch of busy sandboxes (see runtime.memory_watch)."""
+        self._spawn(
+            memory_watch.watch(
+                interval,
+                self.handles.values,
+                self.metrics,
+                self.evict,
+                lambda: self.closed,
+            )
+        )
 
     def sweep(self, idle_ttl: float) -> None:
-        """Evict idle sandboxes and those over their memory ceiling."""
+        """Evict idle sandboxes past their TTL and those over their memory ceiling, each
+        sandbox on its own (a busy tenant's extra sandboxes go once they sit idle)."""
         now = time.monotonic()
-        for handle in list(self.active.values()):
+        for handle in list(self.lru.values()):
             if handle.users:
                 continue
             if now - handle.last_used > idle_ttl:
                 self.evict(handle, "idle")
-                continue
-            if handle.memory_limit and self.rss(handle) > handle.memory_limit:
+            elif memory_watch.over_ceiling(handle):
                 self.evict(handle, "memory")
 
-    @staticmethod
-    def rss(handle: SandboxHandle) -> int:
-        """Resident bytes of the sandbox; 0 when it cannot be read (gone, or out of fds)."""
-        try:
-            return int(psutil.Process(handle.pid).memory_info().rss)
-        except (psutil.Error, OSError):
-            return 0
-
     async def close(self) -> None:
-        self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        for handle in list(self.handles.values()):
-            if handle.alive:
-                self.metrics.evictions["shutdown"] += 1
-                self._end(
-                    handle,
-                    "shutdown",
-                    kill=True,
-                    error=SupervisorClosed("the supervisor shut down during the call"),
-                )
-        self.spares.clear()
+        await super().close()
+        self._wake_room()

@@ -2,8 +2,9 @@
 
 Host side; an async context manager that runs on the caller's event loop. It owns the zygote, the
 pool, the KV store, the compile cache and the loader, and is the loader's dispatcher: each stub
-call becomes `invoke`, which takes the tenant's sandbox from the pool (warm) or specialises a spare
-(cold), sends the call, and waits for the reply within the deadline.
+call becomes `invoke`, which takes an idle sandbox of the tenant from the pool (warm) or
+specialises a spare (cold: the tenant's first, or another one for a busy tenant, up to
+`max_sandboxes_per_tenant`), sends the call, and waits for the reply within the deadline.
 
 Failures reach the caller typed (see runtime.errors) and stay with the tenant that caused them: a
 deadline kills only that sandbox, a crash fails only the calls pending on it, and the next call
@@ -38,7 +39,6 @@ from dynworkers.runtime import protocol
 from dynworkers.runtime.bindings import BindingRateLimit, KVBinding, ServiceBinding
 from dynworkers.runtime.errors import (
     EntrypointNotFound,
-    PoolBusy,
     ResultError,
     SandboxCrashed,
     SandboxError,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from dynworkers.runtime.kv_postgres import PostgresKV
 from dynworkers.runtime.pool import Pool
 from dynworkers.runtime.state_dir import RunDir, StateLock, remove_stale_run_dirs
+from dynworkers.runtime.tenant_sandboxes import REQUEST, WAKEUP, WORKFLOW_STEP_KIND
 from dynworkers.runtime.zygote_client import ZygoteClient
 from dynworkers.sandbox_policy import Policy, PolicyError
 
@@ -127,6 +128,11 @@ class SupervisorConfig:
     store: str = ""
     #: Most sandboxes specialised at once; the least recently used is evicted past it.
     max_sandboxes: int = 64
+    #: Most sandboxes one tenant may have at once (bounded by max_sandboxes): a tenant whose
+    #: calls would queue gets another sandbox with the same code, up to this. With 2 or more,
+    #: one is always left for the other kind of call (workflow wake-ups vs requests); with 1,
+    #: a tenant's calls run one at a time. See runtime/tenant_sandboxes.py for the rule.
+    max_sandboxes_per_tenant: int = 4
     #: Blank sandboxes kept booted ahead of need.
     spares: int = 2
     #: Seconds a sandbox may sit unused before it is evicted.
@@ -157,6 +163,11 @@ class SupervisorConfig:
     def __post_init__(self) -> None:
         if self.max_sandboxes < 1:
             raise PolicyError("SupervisorConfig.max_sandboxes must be >= 1")
+        if self.max_sandboxes_per_tenant < 1:
+            raise PolicyError(
+                "SupervisorConfig.max_sandboxes_per_tenant must be >= 1 (1: a tenant's calls "
+                "run one at a time)"
+            )
         if self.spares < 0:
             raise PolicyError("SupervisorConfig.spares must be >= 0")
         if self.binding_calls_per_second < 0 or self.binding_call_burst < 1:
@@ -238,6 +249,7 @@ class Supervisor:
             max_concurrent_boots=self.config.max_concurrent_boots,
             metrics=self.metrics,
             rate_limit=self.rate_limit,
+            max_sandboxes_per_tenant=self.config.max_sandboxes_per_tenant,
         )
         await self._zygote.start()
         self._pool.replenish()
@@ -358,61 +370,47 @@ class Supervisor:
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"arguments and props must be plain data: {exc}") from None
         timeout = worker.limits.deadline or self.config.deadline
+        kind = REQUEST
+        if passed and any(b.kind == WORKFLOW_STEP_KIND for b in passed):
+            kind = WAKEUP  # a workflow wake-up: never waits behind the tenant's requests alone
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            handle, cold = await pool.acquire(worker, deadline)
+            # The sandbox is this call's alone until released; waiting for it (queued behind the
+            # tenant's earlier calls, or for room in a full pool) ends in PoolBusy at `deadline`.
+            handle, cold = await pool.acquire(worker, deadline, kind)
             if cold:
                 limit = worker.limits.memory_mb or self.config.memory_limit_mb
                 handle.memory_limit = limit * MiB
             try:
-                await self._take_turn(handle, deadline - loop.time(), timeout)
-                try:
-                    if not handle.alive:
-                        continue  # it died before our turn came: rehydrate
-                    if not cold and self.metrics.observers:
-                        ready = time.perf_counter() - started
-                        self.metrics.tell("ready.warm", handle.tenant_id, ready)
-                    grants = handle.grant_arguments(args) if passed else []
-                    future = handle.channel.request(
-                        functools.partial(
-                            protocol.Invoke,
-                            entrypoint=entrypoint,
-                            method=method,
-                            args=payload,
-                            props=props_payload,
-                            grants=grants,
-                        )
+                if not handle.alive:
+                    continue  # it died before our turn came: rehydrate
+                if not cold and self.metrics.observers:
+                    ready = time.perf_counter() - started
+                    self.metrics.tell("ready.warm", handle.tenant_id, ready)
+                grants = handle.grant_arguments(args) if passed else []
+                future = handle.channel.request(
+                    functools.partial(
+                        protocol.Invoke,
+                        entrypoint=entrypoint,
+                        method=method,
+                        args=payload,
+                        props=props_payload,
+                        grants=grants,
                     )
-                    # The deadline counts from the call's turn: time spent queued behind the
-                    # tenant's earlier calls is not this call's doing.
-                    control = CallControl(future, timeout, timeout)
-                    for binding in passed:
-                        binding.granted(control)
-                    try:
-                        reply = await self._wait(pool, handle, future, control)
-                    finally:
-                        handle.revoke(grants)
+                )
+                # The deadline counts from the call's turn: time spent queued behind the
+                # tenant's earlier calls is not this call's doing.
+                control = CallControl(future, timeout, timeout)
+                for binding in passed:
+                    binding.granted(control)
+                try:
+                    reply = await self._wait(pool, handle, future, control)
                 finally:
-                    handle.lock.release()
+                    handle.revoke(grants)
             finally:
-                await pool.release(handle)
+                pool.release(handle)
             return self._result(handle, reply)
-
-    @staticmethod
-    async def _take_turn(handle: SandboxHandle, remaining: float, timeout: float) -> None:
-        """Wait for the tenant's earlier calls; a call that waited its whole deadline is not
-        run (PoolBusy), and its sandbox, which was only busy, is left alone."""
-        if not handle.lock.locked():
-            await handle.lock.acquire()
-            return
-        try:
-            await asyncio.wait_for(handle.lock.acquire(), max(remaining, 0.0))
-        except TimeoutError:
-            raise PoolBusy(
-                f"tenant {handle.tenant_id!r} was busy with earlier calls for {timeout:g} s; "
-                "this call did not run: retry, or give the tenant's calls more time"
-            ) from None
 
     async def _wait(
         self,
@@ -464,25 +462,39 @@ class Supervisor:
     # --- inspection ------------------------------------------------------------------------------
 
     def evict(self, tenant_id: str, reason: str = "manual") -> bool:
-        """End the tenant's sandbox, if it has one; its next call rehydrates it."""
-        handle = self.pool.active.get(tenant_id)
-        if handle is None:
-            return False
-        self.pool.evict(handle, reason)
-        return True
+        """End every sandbox of the tenant, busy or idle (calls running in them fail with
+        `SandboxCrashed`); its next call rehydrates it. False when it had none."""
+        return self.pool.evict_tenant(tenant_id, reason) > 0
 
     def sandbox_pid(self, tenant_id: str) -> int | None:
-        handle = self.pool.active.get(tenant_id)
-        return handle.pid if handle is not None and handle.alive else None
+        """The pid of the tenant's oldest live sandbox, or None when it has none (a busy tenant
+        may have several: `sandbox_pids`)."""
+        for handle in self.pool.sandboxes(tenant_id):
+            return handle.pid
+        return None
+
+    def sandbox_pids(self, tenant_id: str) -> list[int]:
+        """The pids of all of the tenant's live sandboxes, oldest first."""
+        return [handle.pid for handle in self.pool.sandboxes(tenant_id)]
 
     def stats(self) -> dict[str, Any]:
         pool = self.pool
         return {
             "pool": {
-                "size": len(pool.active),
+                "size": len(pool.lru),
                 "max_sandboxes": pool.max_sandboxes,
+                "max_sandboxes_per_tenant": pool.max_per_tenant,
                 "spares": len(pool.spares),
                 "booting": pool.booting,
+            },
+            #: per tenant with a sandbox or a call waiting: sandboxes live, busy, calls queued
+            "tenants": {
+                tenant: {
+                    "sandboxes": len(group.sandboxes),
+                    "busy": group.busy[0] + group.busy[1],
+                    "queued": group.queued,
+                }
+                for tenant, group in pool.active.items()
             },
             **self.metrics.snapshot(),
             "bindings": {"rate_limited": self.rate_limit.refused_total},

@@ -79,19 +79,24 @@ class _Scrape:
     evictions: dict[str, int] = field(default_factory=dict)
     pool: tuple[int, int, int, int] | None = None  # sandboxes, capacity, spares, booting
     memory: list[tuple[str, int]] = field(default_factory=list)  # (tenant, RSS bytes)
+    #: (tenant, its sandboxes) and (tenant, its calls queued for one)
+    tenant_sandboxes: list[tuple[str, int]] = field(default_factory=list)
+    tenant_queued: list[tuple[str, int]] = field(default_factory=list)
     instances: dict[str, int] | None = None
     engine: tuple[int, int, int, int] | None = None  # running, ready, hibernating, store failures
 
 
 def _resident(sandboxes: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """(tenant, RSS) of each sandbox still there; runs in a worker thread."""
-    found = []
+    """(tenant, RSS of all its sandboxes) for each tenant with one still there; runs in a
+    worker thread."""
+    found: dict[str, int] = {}
     for tenant, pid in sandboxes:
         try:
-            found.append((tenant, int(psutil.Process(pid).memory_info().rss)))
+            rss = int(psutil.Process(pid).memory_info().rss)
         except psutil.Error:
             continue  # exited (or became unreadable) since it was listed
-    return found
+        found[tenant] = found.get(tenant, 0) + rss
+    return list(found.items())
 
 
 class _ScrapeCollector:
@@ -127,9 +132,23 @@ class _ScrapeCollector:
             yield _labelled(
                 GaugeMetricFamily,
                 "tenant_memory_bytes",
-                "Resident memory of each tenant's sandbox.",
+                "Resident memory of each tenant's sandboxes, summed.",
                 "tenant",
                 s.memory,
+            )
+            yield _labelled(
+                GaugeMetricFamily,
+                "tenant_sandboxes",
+                "Sandboxes of each tenant (a busy tenant runs in several).",
+                "tenant",
+                s.tenant_sandboxes,
+            )
+            yield _labelled(
+                GaugeMetricFamily,
+                "tenant_calls_queued",
+                "Calls of each tenant waiting for one of its sandboxes to come free.",
+                "tenant",
+                s.tenant_queued,
             )
         if s.instances is not None:
             yield _labelled(
@@ -289,8 +308,11 @@ class DaemonMetrics:
         except SupervisorClosed:
             pool = None
         if pool is not None:
-            scrape.pool = (len(pool.active), pool.max_sandboxes, len(pool.spares), pool.booting)
-            listed = [(t, h.pid) for t, h in pool.active.items() if h.alive and h.pid]
+            scrape.pool = (len(pool.lru), pool.max_sandboxes, len(pool.spares), pool.booting)
+            groups = list(pool.active.items())
+            scrape.tenant_sandboxes = [(t, len(g.sandboxes)) for t, g in groups]
+            scrape.tenant_queued = [(t, g.queued) for t, g in groups]
+            listed = [(t, h.pid) for t, g in groups for h in g.sandboxes if h.alive and h.pid]
             if listed:  # /proc reads off the loop: a large pool must not stall requests
                 scrape.memory = await asyncio.to_thread(_resident, listed)
         engine = self.engine

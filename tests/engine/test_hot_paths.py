@@ -26,7 +26,9 @@ def test_wake_ups_boots_and_evictions_are_kept_per_tenant_and_survive_a_restart(
     clock = ManualClock()
 
     async def main() -> None:
-        async with Harness(config(), clock=clock) as h:
+        # one sandbox for the tenant: the first wake-up may otherwise start a second one while
+        # the fetch that created it still runs, and evict() would end (and count) both
+        async with Harness(config(max_sandboxes_per_tenant=1), clock=clock) as h:
             h.deploy("acme", programs.PIPELINE)
             await h.fetch("acme", {"id": "a", "params": {"n": 1, "nap": 1000}})
             await h.wait_for("acme/a", "waiting")  # first wake-up: warm (fetch booted it)

@@ -48,7 +48,9 @@ def test_random_evictions_between_steps_change_no_outcome(
     monkeypatch.setattr(StepSession, "_finish_step", finish_then_maybe_evict)
 
     async def main() -> None:
-        async with Harness(config()) as h:
+        # one sandbox for the tenant: evict() ends the sandbox of the step that just finished
+        # (with several, it would also end the others' steps in flight, which then run again)
+        async with Harness(config(max_sandboxes_per_tenant=1)) as h:
             h.deploy("acme", programs.COUNTER)
             envelope = {"__dispatcherMetadata": {"tenant_id": "acme"}}
             items = [(f"e{n}", {**envelope, "params": {"steps": 12}}) for n in range(6)]

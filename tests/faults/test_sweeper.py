@@ -27,11 +27,11 @@ def test_an_oserror_in_a_sweep_is_logged_and_the_sweeper_carries_on(
 ) -> None:
     calls = []
 
-    def exhausted(handle: object) -> int:
-        calls.append(handle)
-        raise OSError(24, "Too many open files")
+    def exhausted(pool: object, idle_ttl: float) -> None:
+        calls.append(idle_ttl)
+        raise OSError(24, "Too many open files")  # as /proc reads fail after fd exhaustion
 
-    monkeypatch.setattr(Pool, "rss", staticmethod(exhausted))
+    monkeypatch.setattr(Pool, "sweep", exhausted)
 
     async def main() -> None:
         config = SupervisorConfig(state_dir=tmp_path, spares=0, sweep_interval=0.05)

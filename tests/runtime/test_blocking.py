@@ -42,6 +42,8 @@ def test_blocking_facade_fetches_calls_and_raises_typed_errors(tmp_path: Path) -
         with pytest.raises(TenantError, match="ValueError: no"):
             math.fail()
         assert sup.stats()["warm"] >= 2
+        assert len(sup.sandbox_pids("acme")) == 1  # calls one after the other: one sandbox
+        assert sup.evict("acme") and sup.sandbox_pids("acme") == []
     with pytest.raises(SupervisorClosed):
         sup.stats()
 

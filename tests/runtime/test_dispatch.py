@@ -130,7 +130,8 @@ def test_loader_get_runs_the_callback_once_per_worker_id(config: Callable[..., A
 
 def test_concurrent_loader_gets_share_one_callback_run(config: Callable[..., Any]) -> None:
     async def main() -> None:
-        async with Supervisor(config()) as sup:
+        # one sandbox per tenant: eight concurrent calls would otherwise start several
+        async with Supervisor(config(max_sandboxes_per_tenant=1)) as sup:
             runs = []
 
             async def callback() -> WorkerCode:

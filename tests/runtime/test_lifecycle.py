@@ -61,6 +61,7 @@ def test_bindings_and_stats_need_a_running_supervisor(config: Callable[..., Any]
     "overrides",
     [
         {"max_sandboxes": 0},
+        {"max_sandboxes_per_tenant": 0},
         {"spares": -1},
         {"deadline": 0},
         {"idle_ttl": -1},
@@ -79,6 +80,7 @@ def test_stats_report_pool_latency_hardening_and_loader(config: Callable[..., An
             await stub.get_entrypoint().ping()
             stats = sup.stats()
             assert stats["pool"]["size"] == 1 and stats["pool"]["max_sandboxes"] == 4
+            assert stats["tenants"] == {"acme": {"sandboxes": 1, "busy": 0, "queued": 0}}
             assert set(stats["boot_latency_ms"]) == {"p50", "p90", "p99"}
             assert 0 < stats["boot_latency_ms"]["p50"] <= stats["boot_latency_ms"]["p99"]
             assert {"capacity", "idle", "memory", "deadline", "crash", "protocol", "manual"} <= set(

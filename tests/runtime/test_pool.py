@@ -1,5 +1,6 @@
 """The pool: LRU capacity, idle and memory eviction, manual eviction and rehydration,
-parallelism across tenants, serialisation within one, spare replenishment."""
+parallelism across tenants, serialisation within one sandbox, spare replenishment (several
+sandboxes per tenant: test_tenant_sandboxes.py)."""
 
 from __future__ import annotations
 
@@ -103,9 +104,11 @@ def test_different_tenants_run_in_parallel(config: Callable[..., Any]) -> None:
     asyncio.run(main())
 
 
-def test_requests_to_one_tenant_are_serialised(config: Callable[..., Any]) -> None:
+def test_with_one_sandbox_per_tenant_its_requests_are_serialised(
+    config: Callable[..., Any],
+) -> None:
     async def main() -> None:
-        async with Supervisor(config()) as sup:
+        async with Supervisor(config(max_sandboxes_per_tenant=1)) as sup:
             stub = await load(sup, "solo", basic.CLOCK)
             spans = await asyncio.gather(*(stub.get_entrypoint().busy(0.05) for _ in range(4)))
             spans.sort()
@@ -133,11 +136,11 @@ def test_spares_are_replenished_after_a_cold_start(config: Callable[..., Any]) -
     asyncio.run(main())
 
 
-def test_concurrent_first_calls_to_one_tenant_share_one_cold_start(
+def test_with_one_sandbox_per_tenant_concurrent_first_calls_share_one_cold_start(
     config: Callable[..., Any],
 ) -> None:
     async def main() -> None:
-        async with Supervisor(config()) as sup:
+        async with Supervisor(config(max_sandboxes_per_tenant=1)) as sup:
             stub = await load(sup, "popular", basic.CLOCK)
             replies = await asyncio.gather(*(stub.get_entrypoint().ping() for _ in range(6)))
             assert replies == ["pong"] * 6
