@@ -97,6 +97,50 @@ async def _current(db: Connection) -> Current:
     return {row[0]: (row[1], row[2], row[3]) for row in await cursor.fetchall()}
 
 
+def database(url: str) -> Database:
+    """The deployments' tables in the database at `url` (open it before use)."""
+    return Database(url, "deployments", DEPLOYMENT_MIGRATIONS, pool_size=2)
+
+
+async def deployed_tenants(db: Database) -> set[str]:
+    """Tenants with any history in the store (served or removed)."""
+    return set(await db.read("read deployments", _current))
+
+
+async def import_tenant(
+    db: Database,
+    tenant: str,
+    versions: list[tuple[str, str, dict[str, str]]],
+    history: list[tuple[str | None, str, float]],
+    host: str,
+) -> None:
+    """`dynworkers import`: replace one tenant's versions (version, main module, modules) and
+    history (version or None, source, deployed_at), in one transaction; hosts running on the
+    store hear `deploy` (or `undeploy`) for its last entry."""
+
+    async def operation(conn: Connection) -> None:
+        await SharedDeployments._lock_tenant(conn, tenant)
+        await conn.execute("DELETE FROM deploy_history WHERE tenant=%s", (tenant,))
+        for version, main, modules in versions:
+            await conn.execute(
+                "INSERT INTO deploy_versions (tenant, version, main_module, modules) "
+                "VALUES (%s,%s,%s,%s) ON CONFLICT (tenant, version) DO NOTHING",
+                (tenant, version, main, msgspec.msgpack.encode(modules)),
+            )
+        for entry, source, deployed_at in history:
+            await conn.execute(
+                "INSERT INTO deploy_history (tenant, version, source, deployed_at, host) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (tenant, entry, source, deployed_at, host),
+            )
+        if history:
+            last = history[-1][0]
+            notice = f"deploy {tenant} {last}" if last is not None else f"undeploy {tenant}"
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notice))
+
+    await db.write("import deployments", operation)
+
+
 class SharedDeployments:
     """The store's deployments, mirrored into one host's `Deployments`."""
 
@@ -107,7 +151,7 @@ class SharedDeployments:
         compile: Compile,
         broken: dict[str, tuple[str, CompileError]],
     ) -> None:
-        self.db = Database(url, "deployments", DEPLOYMENT_MIGRATIONS, pool_size=2)
+        self.db = database(url)
         self.deployments = deployments
         self.compile = compile
         self.host = f"{socket.gethostname()}:{os.getpid()}"
