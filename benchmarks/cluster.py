@@ -274,7 +274,7 @@ def recovery(server: Any, count: int, concurrency: int, rate: float) -> dict[str
             store = Store(url)
             try:
                 t0 = time.time()
-                until = t0 + 2.0 + 1.5 * count / rate + 10.0  # + the start of two daemons
+                until = t0 + 2.0 + 1.5 * count / rate + 6.0  # + the start of two daemons
                 params = {"steps": 1, "until": round(until * 1000)}
                 asyncio.run(_create_many(a.control, count, concurrency, params))
                 filled = time.time() - t0

@@ -350,6 +350,31 @@ class PostgresStore(Store):
 
         return await self.db.read("metrics", operation)
 
+    # --- bulk reads ------------------------------------------------------------------------------
+
+    async def all_instances(self, after: str = "", limit: int = 500) -> list[InstanceRecord]:
+        async def operation(db: Connection) -> list[InstanceRecord]:
+            # keyset paging on the primary key: each page is an index range, never an OFFSET
+            # (the database's collation orders both the > and the ORDER BY: pages stay exact)
+            cursor = await db.execute(
+                f"SELECT {rows.INSTANCE_FIELDS} FROM instances WHERE id>%s ORDER BY id LIMIT %s",
+                (after, limit),
+            )
+            return [InstanceRecord(*row) for row in await cursor.fetchall()]
+
+        return await self.db.read("all_instances", operation)
+
+    async def events(self, instance_id: str) -> list[EventRecord]:
+        async def operation(db: Connection) -> list[EventRecord]:
+            cursor = await db.execute(
+                "SELECT instance_id, seq, type, payload, timestamp FROM events "
+                "WHERE instance_id=%s ORDER BY seq",
+                (instance_id,),
+            )
+            return [EventRecord(*row) for row in await cursor.fetchall()]
+
+        return await self.db.read("events", operation)
+
 
 def _settle_pause(status: str, fields: dict[str, object]) -> dict[str, object]:
     """A wake-up that suspends while a pause waits for it leaves the instance paused."""

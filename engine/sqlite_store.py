@@ -628,6 +628,30 @@ class SQLiteStore(Store):
 
         return await self._do(operation)
 
+    # --- bulk reads ------------------------------------------------------------------------------
+
+    async def all_instances(self, after: str = "", limit: int = 500) -> list[InstanceRecord]:
+        def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
+            # keyset paging on the primary key: each page is an index range, never an OFFSET
+            rows = db.execute(
+                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id>? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [_instance(row) for row in rows]
+
+        return await self._do(operation)
+
+    async def events(self, instance_id: str) -> list[EventRecord]:
+        def operation(db: sqlite3.Connection) -> list[EventRecord]:
+            rows = db.execute(
+                "SELECT instance_id, seq, type, payload, timestamp FROM events "
+                "WHERE instance_id=? ORDER BY seq",
+                (instance_id,),
+            ).fetchall()
+            return [EventRecord(*row) for row in rows]
+
+        return await self._do(operation)
+
 
 def _check_fields(fields: dict[str, object]) -> None:
     unknown = set(fields) - _UPDATABLE

@@ -275,6 +275,16 @@ class Store(abc.ABC):
     async def metrics(self, since_minute: int = 0) -> list[tuple[str, int, str, float, float]]:
         """(tenant, minute, name, count, total) from `since_minute` on."""
 
+    # bulk reads: `dynworkers export` (runtime.daemon.transfer) reads everything through these
+    @abc.abstractmethod
+    async def all_instances(self, after: str = "", limit: int = 500) -> list[InstanceRecord]:
+        """Up to `limit` instances of every status whose id sorts after `after`, by id: page
+        through all of them by passing the last id seen."""
+
+    @abc.abstractmethod
+    async def events(self, instance_id: str) -> list[EventRecord]:
+        """The instance's buffered events (not yet taken), in the order they leave."""
+
 
 def open_store(url: str) -> Store:
     """A store for `url`: `sqlite:///relative/or/absolute/path.db`, or

@@ -15,6 +15,7 @@ with the message, and the sandbox keeps serving.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,3 +133,15 @@ class KVStore:
             (tenant, namespace, prefix, upper, limit),
         ).fetchall()
         return [row[0] for row in rows]
+
+    def entries(
+        self, after: tuple[str, str, str] = ("", "", ""), limit: int = 500
+    ) -> builtins.list[tuple[str, str, str, bytes]]:
+        """Up to `limit` rows (tenant, namespace, key, msgpack value) after `after`, in key
+        order: page through every tenant's KV (`dynworkers export`)."""
+        rows = self.db.execute(
+            "SELECT tenant, namespace, key, value FROM kv WHERE (tenant, namespace, key) > "
+            "(?, ?, ?) ORDER BY tenant, namespace, key LIMIT ?",
+            (*after, limit),
+        ).fetchall()
+        return [(row[0], row[1], row[2], bytes(row[3])) for row in rows]

@@ -14,6 +14,7 @@ again, without a restart, once the server is back.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -112,6 +113,23 @@ class PostgresKV:
             return [row[0] for row in await cursor.fetchall()]
 
         return await self._call(self.db.read("KV list", operation))
+
+    async def entries(
+        self, after: tuple[str, str, str] = ("", "", ""), limit: int = 500
+    ) -> builtins.list[tuple[str, str, str, bytes]]:
+        """Up to `limit` rows (tenant, namespace, key, msgpack value) after `after`, in key
+        order: page through every tenant's KV (`dynworkers import` checks what exists)."""
+
+        async def operation(db: Connection) -> list[tuple[str, str, str, bytes]]:
+            # a row comparison on the primary key: each page is an index range
+            cursor = await db.execute(
+                "SELECT tenant, namespace, key, value FROM kv WHERE (tenant, namespace, key) > "
+                "(%s, %s, %s) ORDER BY tenant, namespace, key LIMIT %s",
+                (*after, limit),
+            )
+            return [(r[0], r[1], r[2], bytes(r[3])) for r in await cursor.fetchall()]
+
+        return await self._call(self.db.read("KV entries", operation))
 
     @staticmethod
     async def _call(call: Awaitable[T]) -> T:

@@ -91,11 +91,29 @@ def add_commands(commands: Any) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="keep streaming new lines")
     logs.add_argument("--tail", type=int, default=100)
 
+    export = commands.add_parser(
+        "export", help="write a stopped daemon's SQLite state as a dump (to stdout or --out)"
+    )
+    export.add_argument("--config", help="the daemon's TOML config, for its state directory")
+    export.add_argument("--state-dir", help="the state directory (default from the config)")
+    export.add_argument("--out", help="write the dump to this file instead of stdout")
+    load = commands.add_parser(
+        "import", help="load a dump into a PostgreSQL store (from stdin or --in)"
+    )
+    load.add_argument("--config", help="the daemon's TOML config, for its store")
+    load.add_argument("--store", help="postgresql://user@host/database (default from the config)")
+    load.add_argument("--in", dest="input", help="read the dump from this file instead of stdin")
+    load.add_argument(
+        "--replace", action="store_true", help="overwrite instances, keys and tenants that exist"
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command in ("export", "import"):
+            return _transfer(args)
         return _client_command(args)
     except ConfigError as exc:
         print(f"dynworkers: {exc}", file=sys.stderr)
@@ -134,6 +152,54 @@ def serve(args: argparse.Namespace) -> int:
         # at start: the state directory, the store's URL or server, the address
         print(f"dynworkers: cannot start: {exc}", file=sys.stderr)
         return 2
+
+
+# --- export and import ---------------------------------------------------------------------------
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    """`export` and `import`: exit 0, or 2 with one line saying what to do."""
+    from dynworkers.runtime.daemon import transfer, transfer_format
+
+    try:
+        if args.command == "export":
+            state_dir = Path(args.state_dir or load_config(args.config).state_dir)
+            if args.out is None:
+                counts = asyncio.run(transfer.export_state(state_dir, sys.stdout.buffer))
+            else:
+                out = Path(args.out)
+                partial = out.with_name(f".{out.name}.partial")
+                with partial.open("wb") as file:
+                    counts = asyncio.run(transfer.export_state(state_dir, file))
+                partial.replace(out)  # a failed export leaves no half dump behind
+            print(f"dynworkers: exported {_counted(counts)}", file=sys.stderr)
+            return 0
+        store = args.store or load_config(args.config).store
+        if not store.startswith(("postgresql://", "postgres://")):
+            print(
+                "dynworkers: import needs a PostgreSQL store: --store postgresql://user@host/db",
+                file=sys.stderr,
+            )
+            return 2
+        if args.input is None:
+            dump = transfer_format.read(sys.stdin.buffer)
+        else:
+            with open(args.input, "rb") as file:
+                dump = transfer_format.read(file)
+        counts = asyncio.run(transfer.import_dump(dump, store, args.replace))
+        print(f"dynworkers: imported {_counted(counts)}", file=sys.stderr)
+        return 0
+    except (DynworkersError, EngineError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, DynworkersError):
+            print(f"dynworkers: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        else:
+            print(f"dynworkers: {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _counted(counts: Any) -> str:
+    kinds = ("instance", "step", "event", "kv", "code", "deploy", "tenant")
+    return ", ".join(f"{counts[k]} {k}" for k in kinds if counts.get(k)) or "nothing"
 
 
 # --- the control API's wrappers ------------------------------------------------------------------

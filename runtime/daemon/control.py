@@ -345,7 +345,7 @@ class ControlAPI:
             {
                 "tenant": tenant,
                 "current": current.version if current is not None else None,
-                "deployments": self.daemon.tenants.deployments.history(tenant),
+                "deployments": await self.daemon.tenants.history(tenant),
             }
         )
 

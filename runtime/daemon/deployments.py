@@ -116,6 +116,8 @@ class Deployments:
         self.current: dict[str, Version] = {}
         #: per tenant, the version last read from the code directory
         self._from_directory: dict[str, str] = {}
+        #: no history on disk at load: this state directory never served anything
+        self.fresh = True
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class Deployments:
             history = self._history(folder.name)
             if not history:
                 continue
+            self.fresh = False
             self._from_directory[folder.name] = history[-1].get("directory", "")
             latest = history[-1]
             if latest.get("removed"):
@@ -194,7 +197,10 @@ class Deployments:
         gone = [
             tenant
             for tenant, version in self.current.items()
-            if version.source == "directory" and tenant not in present
+            # read from this code directory before (several hosts: not another host's tenant)
+            if version.source == "directory"
+            and self._from_directory.get(tenant)
+            and tenant not in present
         ]
         return changed, gone
 
@@ -207,10 +213,13 @@ class Deployments:
         main = pick_main(tenant, modules, main_module)
         return Version(tenant, version_of(main, modules), main, modules, source, time.time())
 
-    def activate(self, version: Version) -> bool:
-        """Store the version (compiled by the caller) and serve it; False if already served."""
+    def activate(self, version: Version, replicated: bool = False) -> bool:
+        """Store the version (compiled by the caller) and serve it; False if already served.
+
+        `replicated`: deployed by another host (runtime.daemon.shared_deployments), so it says
+        nothing about what this host's code directory holds."""
         tenant = version.tenant
-        if version.source == "directory":
+        if version.source == "directory" and not replicated:
             self._from_directory[tenant] = version.version
         served = self.current.get(tenant)
         if served is not None and served.version == version.version:
@@ -227,14 +236,23 @@ class Deployments:
         self.current[tenant] = version
         return True
 
-    def remove(self, tenant: str) -> None:
-        """Stop serving a tenant (its directory is gone); its versions stay on disk."""
+    def remove(self, tenant: str, replicated: bool = False) -> None:
+        """Stop serving a tenant (its directory is gone); its versions stay on disk.
+
+        `replicated`: removed by another host; this host's directory marker stays."""
         if self.current.pop(tenant, None) is None:
             return
+        if not replicated:
+            self._from_directory[tenant] = ""
         history = self._history(tenant)
-        history.append({"removed": True, "deployed_at": time.time(), "directory": ""})
-        self._from_directory[tenant] = ""
+        directory = self._from_directory.get(tenant, "")
+        history.append({"removed": True, "deployed_at": time.time(), "directory": directory})
         self._write_history(tenant, history)
+
+    def note_directory(self, tenant: str, version: str) -> None:
+        """Remember `version` as read from the code directory without deploying it."""
+        self._from_directory[tenant] = version
+        self._append(tenant, self.current[tenant], note_only=True)
 
     def _append(self, tenant: str, version: Version, note_only: bool = False) -> None:
         history = self._history(tenant)

@@ -2,7 +2,9 @@
 
 Host side; `Daemon.run()` owns the event loop's lifetime in `dynworkers serve`. Start order
 matters: the deployments are read before the engine recovers, so that every unfinished workflow
-instance finds its tenant's code on its first wake-up after a restart.
+instance finds its tenant's code on its first wake-up after a restart. With a PostgreSQL store the
+deployments are the store's (runtime.daemon.shared_deployments): read and compiled at start, then
+followed through the store's notices.
 
 Signals only queue a request and wake the loop (the handlers do nothing else):
 - SIGTERM or SIGINT: stop accepting tenant requests, let those in flight finish within
@@ -122,12 +124,16 @@ class Daemon:
         self.logs.install()
         self.engine.register(WORKFLOW, create_dynamic_workflow_entrypoint(self.tenants.load_runner))
         self.tenants.deployments.load()
+        if self.config.store_url.startswith(("postgresql://", "postgres://")):
+            await self.tenants.share(self.config.store_url)  # the store's versions, compiled
         report = await self.tenants.reload()
         served = sorted(self.tenants.deployments.current)
         log.info("tenants: %s", ", ".join(served) if served else "none yet")
         if report["failed"]:
             log.error("tenants whose code does not compile: %s", ", ".join(report["failed"]))
         await self.engine.start()
+        if self.tenants.shared is not None:
+            self.tenants.shared.listen(self.engine.store)  # deploys through other hosts
         self.metrics.start()
         self._front_runner = await self._listen(
             self.front.app(), self.config.host, self.config.port, "front"
@@ -262,6 +268,7 @@ class Daemon:
             if runner is not self._front_runner:
                 await runner.cleanup()
         self.metrics.close()
+        await self.tenants.close()
         await self.engine.close()
         await self.supervisor.close()
         self.logs.uninstall()

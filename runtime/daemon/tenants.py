@@ -22,7 +22,7 @@ import inspect
 import logging
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynworkers.engine import Engine, wrap_workflow_binding
 from dynworkers.loader import CompileError, WorkerCode, compile_worker
@@ -36,6 +36,9 @@ from dynworkers.runtime.daemon.deployments import (
 )
 from dynworkers.runtime.errors import DynworkersError
 from dynworkers.runtime.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from dynworkers.runtime.daemon.shared_deployments import SharedDeployments
 
 log = logging.getLogger("dynworkers.tenants")
 
@@ -102,11 +105,34 @@ class Tenants:
         self.configure(config)
         #: tenants whose current code does not compile: (version, error), answered at once
         self.broken: dict[str, tuple[str, CompileError]] = {}
+        #: the store's deployments, when the store is PostgreSQL (several hosts)
+        self.shared: SharedDeployments | None = None
 
     def configure(self, config: DaemonConfig) -> None:
         self.deployments.directory = Path(config.tenants) if config.tenants else None
         self.dispatcher = import_dispatcher(config.dispatcher) if config.dispatcher else None
         self.dispatcher_name = config.dispatcher
+
+    # --- sharing deployments with other hosts --------------------------------------------------
+
+    async def share(self, store_url: str) -> None:
+        """Take deployments from the PostgreSQL store (runtime.daemon.shared_deployments)."""
+        from dynworkers.runtime.daemon.shared_deployments import SharedDeployments
+
+        shared = SharedDeployments(store_url, self.deployments, self._compile, self.broken)
+        shared.changed = self._forget
+        await shared.open()
+        self.shared = shared
+        await shared.sync()
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
+
+    async def history(self, tenant: str) -> list[dict[str, Any]]:
+        if self.shared is not None:
+            return await self.shared.history(tenant)
+        return self.deployments.history(tenant)
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -186,6 +212,8 @@ class Tenants:
         self._refuse_with_dispatcher()
         version = self.deployments.prepare(tenant, modules, main_module, "api")
         await self._compile(version)
+        if self.shared is not None:
+            return version, await self.shared.publish(version)
         changed = self.deployments.activate(version)
         if changed:
             self._forget(tenant)
@@ -205,7 +233,13 @@ class Tenants:
             return {"deployed": [], "failed": [], "removed": []}
         changed, gone = self.deployments.scan()
         report: dict[str, list[str]] = {"deployed": [], "failed": [], "removed": gone}
+        new_host = self.shared is not None and self.deployments.fresh
+        self.deployments.fresh = False
         for version in changed:
+            if new_host and version.tenant in self.deployments.current:
+                # a new host: its directory does not roll back what the store serves
+                self.deployments.note_directory(version.tenant, version.version)
+                continue
             try:
                 await self._compile(version)
             except CompileError as exc:
@@ -220,10 +254,16 @@ class Tenants:
                     self.broken[version.tenant] = (version.version, exc)
                     self.deployments.current[version.tenant] = version  # answered with its errors
                 continue
-            if self.deployments.activate(version):
+            if self.shared is not None:
+                if await self.shared.publish(version):
+                    report["deployed"].append(version.tenant)
+            elif self.deployments.activate(version):
                 self._forget(version.tenant)
                 report["deployed"].append(version.tenant)
         for tenant in gone:
+            if self.shared is not None:
+                await self.shared.unpublish(tenant)
+                continue
             self.deployments.remove(tenant)
             self._forget(tenant)
         return report
