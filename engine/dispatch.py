@@ -135,6 +135,7 @@ class WorkflowsBinding(Binding):
             "send_event",
             "delete",
             "delete_batch",
+            "history",
         }
     )
 
@@ -218,6 +219,12 @@ class WorkflowsBinding(Binding):
             return args[0]
         if method == "status":
             return await engine.status(instance_id)
+        if method == "history":
+            view = await engine.history(instance_id)
+            view["id"] = view["id"].removeprefix(prefix)
+            return view
+        if method == "terminate":
+            return await engine.terminate(instance_id, bool(args[1]) if len(args) > 1 else False)
         if method == "restart":
             return await engine.restart(instance_id, *args[1:2])
         if method == "send_event":

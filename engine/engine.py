@@ -29,13 +29,22 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from dynworkers.engine import rules
+from dynworkers.engine import history, rules
+from dynworkers.engine.children import Children
 from dynworkers.engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
 from dynworkers.engine.hosts import HostLease, new_host_id
 from dynworkers.engine.hotpath import HotPath
 from dynworkers.engine.instances import Instance, Workflow
+from dynworkers.engine.retention import DEFAULT_RETENTION_S, Retention
 from dynworkers.engine.scheduler import Clock, Scheduler
-from dynworkers.engine.store import InstanceExists, InstanceRecord, Store, StoreError, open_store
+from dynworkers.engine.store import (
+    InstanceExists,
+    InstanceNotFound,
+    InstanceRecord,
+    Store,
+    StoreError,
+    open_store,
+)
 from dynworkers.engine.wakeup import wake_up
 
 if TYPE_CHECKING:
@@ -77,6 +86,7 @@ class Engine:
         address: str = "",
         lease: float = 5.0,
         poll_interval: float = 1.0,
+        retention: float | None = DEFAULT_RETENTION_S,
     ) -> None:
         self.supervisor = supervisor
         if store is None:
@@ -108,6 +118,9 @@ class Engine:
             lease=lease,
             poll_interval=poll_interval,
         )
+        self.children = Children(self.store, self.scheduler, self.clock)
+        #: finished instances are purged this many seconds after they ended (None: kept)
+        self.retention = Retention(self.store, self.clock, retention)
         self._sessions: dict[str, StepSession] = {}  # the running wake-ups, by instance
         self._store_retries: dict[str, int] = {}  # wake-ups in a row a store failure stopped
         #: wake-ups a store failure stopped, since start (logged, and in /metrics)
@@ -142,6 +155,7 @@ class Engine:
         self.scheduler.start()
         await self._recover()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
+        self.retention.start()
 
     async def _recover(self) -> None:
         """Bring back every unfinished instance: the store is the truth after a crash."""
@@ -161,6 +175,7 @@ class Engine:
             _running.remove(self)
         await self.scheduler.close()
         await self.lease.close()
+        await self.retention.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -271,6 +286,14 @@ class Engine:
             "error": _decode(record.error) if record.error is not None else None,
         }
 
+    async def history(self, instance_id: str) -> dict[str, Any]:
+        """What the instance did: its steps with their attempts, and a timeline of sleeps,
+        waits, events and operations (engine.history)."""
+        record = await self.record(instance_id)
+        steps = await self.store.steps(instance_id)
+        entries = await self.store.history(instance_id)
+        return history.view(record, steps, entries)
+
     async def count_instances(self) -> dict[str, int]:
         """How many instances are in each of `STATUSES` (0 when none), one store query.
 
@@ -291,7 +314,9 @@ class Engine:
 
     async def pause(self, instance_id: str) -> None:
         self._check_open()
-        status = await self.store.request_pause(instance_id, self.clock.now())
+        now = self.clock.now()
+        status = await self.store.request_pause(instance_id, now)
+        await self.store.add_history(instance_id, [history.row(now, "paused", status=status)])
         if status == "waitingForPause":  # a wake-up runs it, here or on another host
             self._pause.add(instance_id)  # it stops after its current step
             await self.store.notify(f"pause {instance_id}")
@@ -300,6 +325,7 @@ class Engine:
 
     async def resume(self, instance_id: str) -> None:
         record = await self.record(instance_id)
+        await self.store.add_history(instance_id, [history.row(self.clock.now(), "resumed")])
         if record.status == "waitingForPause":
             self._pause.discard(instance_id)
             await self.store.update_instance(instance_id, status="queued")
@@ -319,19 +345,39 @@ class Engine:
             await self.store.update_instance(instance_id, status="queued", updated=now)
             self.scheduler.ready(instance_id, record.tenant)
 
-    async def terminate(self, instance_id: str) -> None:
+    async def terminate(self, instance_id: str, rollback: bool = False) -> None:
+        """Stop the instance for good, and its unfinished children (depth first). With
+        `rollback`, it wakes once more to run the rollbacks of its recorded steps (newest first,
+        each a durable step) and then ends terminated.
+
+        Shielded: when the run terminates itself through its binding, aborting that run ends
+        the very call that asked, and the operation must still finish."""
         record = await self.record(instance_id)
         self._refuse_finished(record, "terminated")
-        self._fence(instance_id)
-        await self.store.fence(
-            instance_id,
-            status="terminated",
-            wake_at=None,
-            waiting_for=None,
-            owner=None,
-            updated=self.clock.now(),
+        await asyncio.shield(self._terminate(record, rollback))
+
+    async def _terminate(self, record: InstanceRecord, rollback: bool) -> None:
+        instance_id = record.id
+        now = self.clock.now()
+        if rollback:
+            fields: dict[str, Any] = {"status": "queued", "waiting_for": rules.ROLLBACK_MARK}
+        else:
+            fields = {"status": "terminated", "waiting_for": None}
+        await self.store.fence(instance_id, wake_at=None, owner=None, updated=now, **fields)
+        self._fence(instance_id)  # the durable change first, then the running call is aborted
+        await self.store.add_history(
+            instance_id, [history.row(now, "terminate", rollback=rollback)]
         )
         await self.store.notify(f"fence {instance_id}")
+        if rollback:
+            self.scheduler.ready(instance_id, record.tenant)
+        else:
+            await self.children.finished(
+                record, "terminated", error={"name": "Terminated", "message": "terminated"}
+            )
+        for child in await self.children.unfinished(instance_id):
+            with contextlib.suppress(InvalidTransition, InstanceNotFound):
+                await self.terminate(child)
 
     async def restart(self, instance_id: str, from_step: Any = None) -> None:
         """Run again from scratch, or from a recorded step: `from_step` is a name (the first
@@ -355,7 +401,10 @@ class Engine:
                 )
             position = positions[0]
         self._fence(instance_id)
-        await self.store.restart(instance_id, position, self.clock.now())
+        now = self.clock.now()
+        entry = history.row(now, "restarted", from_step=from_step, position=position)
+        await self.store.add_history(instance_id, [entry])
+        await self.store.restart(instance_id, position, now)
         await self.store.notify(f"fence {instance_id}")
         self.scheduler.ready(instance_id, record.tenant)
 
@@ -363,19 +412,27 @@ class Engine:
         self._check_open()
         try:
             rules.check_event_type(type)
+            if type.startswith(rules.RESERVED_EVENT_PREFIX):
+                raise ValueError(f"event types that start with '__' are the engine's: {type!r}")
             data = rules.check_size(_encode(payload), "the event payload")
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise InvalidInput(str(exc)) from None
         now = self.clock.now()
-        if await self.store.deliver_event(instance_id, type, data, now, now):
+        woke = await self.store.deliver_event(instance_id, type, data, now, now)
+        await self.store.add_history(instance_id, [history.row(now, "event sent", type=type)])
+        if woke:
             tenant = instance_id.split("/", 1)[0] if "/" in instance_id else ""
             self.scheduler.ready(instance_id, tenant or None)
             await self.store.notify(f"wake {instance_id} {tenant}")
 
     async def delete(self, instance_id: str) -> None:
+        """Delete the instance and what it recorded; shielded, as `terminate` is."""
         self._check_open()
-        self._fence(instance_id)
+        await asyncio.shield(self._delete(instance_id))
+
+    async def _delete(self, instance_id: str) -> None:
         await self.store.delete_instance(instance_id)
+        self._fence(instance_id)
         await self.store.notify(f"fence {instance_id}")
 
     def _refuse_finished(self, record: InstanceRecord, wanted: str) -> None:
@@ -414,6 +471,11 @@ class Engine:
             self._pause.discard(instance_id)
 
     # --- what wake-ups ask -----------------------------------------------------------------------
+
+    async def start_child(
+        self, parent: InstanceRecord, name: str, occurrence: int, params: bytes, given: Any
+    ) -> str:
+        return await self.children.start(parent, name, occurrence, params, given)
 
     @contextlib.contextmanager
     def running_session(self, session: StepSession) -> Iterator[None]:

@@ -33,8 +33,8 @@ class Instance:
     async def resume(self) -> None:
         await self._engine.resume(self.id)
 
-    async def terminate(self) -> None:
-        await self._engine.terminate(self.id)
+    async def terminate(self, rollback: bool = False) -> None:
+        await self._engine.terminate(self.id, rollback)
 
     async def restart(self, from_step: str | None = None) -> None:
         """Run again from scratch, or from the first step named `from_step`, keeping the
@@ -46,6 +46,10 @@ class Instance:
 
     async def delete(self) -> None:
         await self._engine.delete(self.id)
+
+    async def history(self) -> dict[str, Any]:
+        """Its steps with their attempts, and a timeline of what happened (engine.history)."""
+        return await self._engine.history(self.id)
 
     def __repr__(self) -> str:
         return f"<Instance {self.id}>"

@@ -24,7 +24,7 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
 INSTANCE_FIELDS = (
     "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
-    "waiting_for, generation, owner"
+    "waiting_for, generation, owner, parent"
 )
 STEP_FIELDS = (
     "instance_id, position, kind, name, occurrence, status, result, error, attempts, config, "
@@ -40,7 +40,7 @@ FINISHED = ("complete", "errored", "terminated")
 def instance_values(r: InstanceRecord) -> tuple[object, ...]:
     return (
         r.id, r.workflow, r.status, r.params, r.created, r.updated, r.tenant, r.version,
-        r.output, r.error, r.wake_at, r.waiting_for, r.generation, r.owner,
+        r.output, r.error, r.wake_at, r.waiting_for, r.generation, r.owner, r.parent,
     )  # fmt: skip
 
 
@@ -102,6 +102,26 @@ async def next_generation(db: Connection, instance_id: str) -> int:
     if row is None:
         raise InstanceNotFound(f"no workflow instance {instance_id!r}")
     return int(row[0])
+
+
+async def append_history(
+    db: Connection, instance_id: str, rows: list[tuple[float, str, bytes]]
+) -> None:
+    # the caller holds the instance's row lock (a fenced write or lock_instance), so no other
+    # writer computes the same seq
+    cursor = await db.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id=%s", (instance_id,)
+    )
+    row = await cursor.fetchone()
+    seq = int(row[0]) if row else 0
+    async with db.cursor() as many:
+        await many.executemany(
+            "INSERT INTO history (instance_id, seq, at, kind, detail) VALUES (%s,%s,%s,%s,%s)",
+            [
+                (instance_id, seq + n, at, kind, detail)
+                for n, (at, kind, detail) in enumerate(rows, 1)
+            ],
+        )
 
 
 async def put_step(db: Connection, step: StepRecord) -> None:

@@ -88,6 +88,25 @@ ENGINE_MIGRATIONS: list[str] = [
         lease_until double precision NOT NULL
     );
     """,
+    """
+    -- child workflows: the instance that started this one
+    ALTER TABLE instances ADD COLUMN parent text;
+    CREATE INDEX instances_parent ON instances (parent) WHERE parent IS NOT NULL;
+    -- retention: finished instances by age
+    CREATE INDEX instances_finished ON instances (updated)
+        WHERE status IN ('complete', 'errored', 'terminated');
+    """,
+    """
+    -- what an instance did: attempts, sleeps, waits, events, operations, oldest first
+    CREATE TABLE history (
+        instance_id text NOT NULL,
+        seq integer NOT NULL,
+        at double precision NOT NULL,
+        kind text NOT NULL,
+        detail bytea NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    );
+    """,
 ]
 
 

@@ -25,6 +25,8 @@ from dynworkers.engine.postgres_rows import Connection
 from dynworkers.engine.postgres_schema import ENGINE_MIGRATIONS
 from dynworkers.engine.store import (
     EventRecord,
+    HistoryRecord,
+    HistoryRow,
     HostRecord,
     InstanceNotFound,
     InstanceRecord,
@@ -60,7 +62,7 @@ class PostgresStore(Store):
             inserted: set[str] = set()
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
-                values = ", ".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
+                values = ", ".join(["(" + ",".join(["%s"] * 15) + ")"] * len(chunk))
                 params = [value for r in chunk for value in rows.instance_values(r)]
                 # ON CONFLICT DO NOTHING: an id that exists is skipped, as create_batch promises
                 cursor = await db.execute(
@@ -96,6 +98,7 @@ class PostgresStore(Store):
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             await db.execute("DELETE FROM steps WHERE instance_id=%s", (instance_id,))
             await db.execute("DELETE FROM events WHERE instance_id=%s", (instance_id,))
+            await db.execute("DELETE FROM history WHERE instance_id=%s", (instance_id,))
 
         await self.db.write("delete_instance", operation)
 
@@ -160,6 +163,7 @@ class PostgresStore(Store):
         instance_id: str,
         *,
         generation: int | None = None,
+        history: list[HistoryRow] | None = None,
         **fields: object,
     ) -> None:
         rows.check_fields(fields)
@@ -169,12 +173,35 @@ class PostgresStore(Store):
             if generation is not None:
                 status = await rows.check_generation(db, instance_id, generation)
                 values = _settle_pause(status, fields)
+            elif history:
+                await rows.lock_instance(db, instance_id)
             if values:
                 await rows.update(db, instance_id, values)
             if step is not None:
                 await rows.put_step(db, step)
+            if history:
+                await rows.append_history(db, instance_id, history)
 
         await self.db.write("record", operation)
+
+    async def add_history(self, instance_id: str, history: list[HistoryRow]) -> None:
+        async def operation(db: Connection) -> None:
+            await rows.lock_instance(db, instance_id)
+            await rows.append_history(db, instance_id, history)
+
+        if history:
+            await self.db.write("add_history", operation)
+
+    async def history(self, instance_id: str, limit: int = 10_000) -> list[HistoryRecord]:
+        async def operation(db: Connection) -> list[HistoryRecord]:
+            cursor = await db.execute(
+                "SELECT instance_id, seq, at, kind, detail FROM history WHERE instance_id=%s "
+                "ORDER BY seq LIMIT %s",
+                (instance_id, limit),
+            )
+            return [HistoryRecord(*row) for row in await cursor.fetchall()]
+
+        return await self.db.read("history", operation)
 
     async def wait_for_event(
         self,
@@ -290,6 +317,37 @@ class PostgresStore(Store):
             return [(row[0], row[1], row[2], row[3]) for row in await cursor.fetchall()]
 
         return await self.db.read("unfinished", operation)
+
+    # --- children and retention ------------------------------------------------------------------
+
+    async def children(self, parent: str) -> list[str]:
+        async def operation(db: Connection) -> list[str]:
+            cursor = await db.execute(
+                "SELECT id FROM instances WHERE parent=%s "
+                "AND status NOT IN ('complete', 'errored', 'terminated') ORDER BY created",
+                (parent,),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+        return await self.db.read("children", operation)
+
+    async def purge_finished(self, before: float, limit: int = 1000) -> int:
+        async def operation(db: Connection) -> int:
+            # SKIP LOCKED: hosts purging at once take different rows and never wait
+            cursor = await db.execute(
+                "DELETE FROM instances WHERE id IN (SELECT id FROM instances WHERE status IN "
+                "('complete', 'errored', 'terminated') AND updated < %s ORDER BY updated "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+                (before, limit),
+            )
+            ids = [row[0] for row in await cursor.fetchall()]
+            if ids:
+                await db.execute("DELETE FROM steps WHERE instance_id = ANY(%s)", (ids,))
+                await db.execute("DELETE FROM events WHERE instance_id = ANY(%s)", (ids,))
+                await db.execute("DELETE FROM history WHERE instance_id = ANY(%s)", (ids,))
+            return len(ids)
+
+        return await self.db.write("purge_finished", operation)
 
     # --- hosts, claims and notifications ---------------------------------------------------------
 

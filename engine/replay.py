@@ -28,11 +28,21 @@ from __future__ import annotations
 
 import datetime as _datetime
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
 from dynworkers.engine import rules
+from dynworkers.engine.step_parts import (
+    ROLLBACK_PREFIX,
+    StepContext,
+    StepFunction,
+    call_body,
+    call_rollback,
+    check_depends,
+    delay_ms,
+    split_delay,
+)
 from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import register_safe_type
 
@@ -43,6 +53,15 @@ _decode = msgspec.msgpack.Decoder().decode
 class Transport(Protocol):
     def call(self, method: str, *args: Any) -> Any: ...
     def notify(self, method: str, *args: Any) -> None: ...
+
+
+#: the event type by which a finished child reaches its parent's `wait_for_child`
+CHILD_EVENT = "__child__:"
+
+
+class Unwind(BaseException):
+    """`terminate(rollback=True)`: replay stops at the first step without a result, and the
+    recorded steps' rollbacks run."""
 
 
 class Suspend(BaseException):
@@ -90,6 +109,11 @@ class StepLimitError(Exception):
 
 
 @register_safe_type
+class RollbackError(Exception):
+    """A rollback failed for good; the rollbacks after it in the chain did not run."""
+
+
+@register_safe_type
 class WorkflowEvent:
     """What `run(event, step)` receives: `payload`, `timestamp`, `instance_id`, `workflow_name`."""
 
@@ -100,6 +124,31 @@ class WorkflowEvent:
         self.timestamp = _datetime.datetime.fromtimestamp(timestamp, _datetime.UTC)
         self.instance_id = instance_id
         self.workflow_name = workflow_name
+
+    #: Cloudflare's Python Workflows read the event as a dict: these keys, and the attributes
+    _KEYS: ClassVar[dict[str, str]] = {
+        "payload": "payload",
+        "timestamp": "timestamp",
+        "instanceId": "instance_id",
+        "instance_id": "instance_id",
+        "workflowName": "workflow_name",
+        "workflow_name": "workflow_name",
+    }
+
+    def __getitem__(self, key: str) -> Any:
+        attribute = self._KEYS.get(key) if isinstance(key, str) else None
+        if attribute is None:
+            raise KeyError(key)
+        return getattr(self, attribute)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return ["payload", "timestamp", "instanceId", "workflowName"]
 
 
 @register_safe_type
@@ -146,6 +195,11 @@ class Step:
         self._seen: dict[str, int] = {}
         self._halt: BaseException | None = None  # Suspend or a fatal error, sticky
         self._in_step = False
+        #: (name, rollback, result) of each step with a rollback, in the order they ran
+        self._rollbacks: list[tuple[str, Callable[..., Any], Any]] = []
+        #: terminate(rollback=True): replay up to the first step without a result, then undo
+        self._unwinding = bool(handover.get("rollback"))
+        self._in_rollback = False
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
@@ -159,6 +213,10 @@ class Step:
         occurrence = self._seen.get(name, 0)
         self._seen[name] = occurrence + 1
         record = self._records.get((name, occurrence))
+        unfinished = record is None or record[2] == "pending"
+        if self._unwinding and not self._in_rollback and unfinished:
+            self._halt = Unwind()
+            raise self._halt
         if record is not None:
             if record[0] != kind:
                 self._halt = NonDeterminismError(
@@ -168,7 +226,7 @@ class Step:
                 )
                 raise self._halt
             return record[8], occurrence, record
-        if kind == "do":
+        if kind in ("do", "child"):
             if self._do_steps >= self._max_steps:
                 self._halt = StepLimitError(
                     f"the instance reached its limit of {self._max_steps} steps; split the work "
@@ -192,21 +250,60 @@ class Step:
 
     # --- step.do ---------------------------------------------------------------------------------
 
-    def do(self, name: Any = None, fn: Callable[[], Any] | None = None, config: Any = None) -> Any:
+    def do(
+        self,
+        name: Any = None,
+        fn: Callable[..., Any] | None = None,
+        config: Any = None,
+        *,
+        rollback: Callable[..., Any] | None = None,
+        depends: Any = None,
+        concurrent: bool = False,
+    ) -> Any:
         """Run `fn` once, durably; with no `fn`, a decorator: `@step.do("name")`, or
-        `@step.do()` named after the function (Cloudflare's Python Workflows)."""
+        `@step.do()` named after the function (Cloudflare's Python Workflows). `fn` may take a
+        `StepContext`; `rollback(result)` runs if the instance later fails (or is terminated
+        with rollback); a decorated step's `depends` are step functions whose results it takes
+        as arguments (see engine.step_parts)."""
         if fn is None and callable(name):  # `@step.do` without parentheses
             name, fn = getattr(name, "__name__", None), name
+        needs = check_depends(depends)
         if fn is None:
 
-            def decorate(body: Callable[[], Any]) -> Callable[[], Any]:
+            def decorate(body: Callable[..., Any]) -> StepFunction:
                 step_name = name if name is not None else getattr(body, "__name__", None)
-                return lambda: self.do(step_name, body, config)
+                rules.check_step_name(step_name)
+                assert isinstance(step_name, str)
+                return StepFunction(self, step_name, body, config, rollback, needs, concurrent)
 
             return decorate
-        return aio.ready(self._do(name, fn, config))
+        args = [dependency.result() for dependency in needs]
+        return aio.ready(self._run_do(name, fn, config, rollback, args))
 
-    def _do(self, name: str, fn: Callable[[], Any], config: Any) -> Any:
+    def _run_do(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        config: Any,
+        rollback: Callable[..., Any] | None,
+        args: list[Any],
+    ) -> Any:
+        if rollback is not None and not callable(rollback):
+            raise TypeError(f"step.do({name!r}, rollback=...): rollback must be callable")
+        config, delay = split_delay(config)
+        value = self._do(name, fn, config, delay, args)
+        if rollback is not None:
+            self._rollbacks.append((name, rollback, value))
+        return value
+
+    def _do(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        config: Any,
+        delay: Callable[..., Any] | None = None,
+        args: list[Any] | None = None,
+    ) -> Any:
         if not callable(fn):
             raise TypeError(f"step.do({name!r}, fn): fn must be callable")
         position, occurrence, record = self._next("do", name)
@@ -226,7 +323,8 @@ class Step:
         self._transport.notify("begin", position, name, occurrence, attempts + 1, frozen)
         self._in_step = True
         try:
-            value = fn()
+            ctx = StepContext(attempts + 1, name, occurrence + 1, frozen)
+            value = call_body(fn, args or [], ctx)
             if aio.is_awaitable(value):  # an `async def` step body
                 value = aio.block_on(value)
             try:
@@ -243,12 +341,70 @@ class Step:
             if final:
                 self._control(self._transport.call("fail", position, name, occurrence, error))
                 raise StepError(name, error["name"], error["message"]) from None
-            wake = self._transport.call("retry", position, name, occurrence, attempts, frozen)
+            wait = None if delay is None else delay_ms(delay, attempts, exc)
+            wake = self._transport.call(
+                "retry", position, name, occurrence, attempts, frozen, wait, error
+            )
             raise self._suspend("retry", wake) from None
         finally:
             self._in_step = False
         self._control(self._transport.call("complete", position, "do", name, occurrence, payload))
         return value
+
+    # --- rollbacks -------------------------------------------------------------------------------
+
+    def _roll_back(self) -> list[str]:
+        """Run the registered rollbacks, newest first, each as a durable step of its own;
+        return the names rolled back. A rollback that fails for good ends the chain."""
+        self._halt = None
+        self._in_rollback = True
+        done: list[str] = []
+        chain = list(reversed(self._rollbacks))
+        for index, (name, undo, value) in enumerate(chain):
+
+            def body(ctx: StepContext, undo: Any = undo, value: Any = value) -> Any:
+                result = call_rollback(undo, value, ctx)
+                return aio.block_on(result) if aio.is_awaitable(result) else None
+
+            try:
+                self._do(ROLLBACK_PREFIX + name, body, None)
+            except StepError as exc:
+                left = [n for n, _, _ in chain[index + 1 :]]
+                raise RollbackError(
+                    f"the rollback of step {name!r} failed: {exc.name}: {exc.message}; "
+                    f"rolled back: {done}; not rolled back: {left}"
+                ) from None
+            done.append(name)
+        return done
+
+    # --- child workflows -------------------------------------------------------------------------
+
+    def start_child(self, name: str, params: Any = None, *, id: str | None = None) -> Any:
+        """Start a child instance of this workflow with `params`, durably (once); its id. The
+        parent may `wait_for_child` it; a terminated parent terminates its children."""
+        return aio.ready(self._start_child(name, params, id))
+
+    def _start_child(self, name: str, params: Any, child_id: str | None) -> str:
+        position, occurrence, record = self._next("child", name)
+        if record is not None and record[2] == "complete":
+            return str(_decode(record[3]))
+        payload = rules.check_size(_encode(params), f"the params of child {name!r}")
+        return str(self._transport.call("child", position, name, occurrence, payload, child_id))
+
+    def wait_for_child(self, name: str, child: str, timeout: Any = "24 hours") -> Any:
+        """The output of child `child` once it completes; `StepError` with its error if it
+        errored or was terminated; `WaitTimeout` after `timeout`."""
+        return aio.ready(self._wait_for_child(name, child, timeout))
+
+    def _wait_for_child(self, name: str, child: str, timeout: Any) -> Any:
+        if not isinstance(child, str):
+            raise TypeError("wait_for_child takes the id start_child returned")
+        event = self._wait_for_event(name, CHILD_EVENT + child, timeout)
+        result = event.payload
+        if result.get("status") == "complete":
+            return result.get("output")
+        error = result.get("error") or {"name": "Terminated", "message": f"{child} terminated"}
+        raise StepError(name, error["name"], error["message"])
 
     # --- sleeping and waiting --------------------------------------------------------------------
 
@@ -315,24 +471,32 @@ def run_workflow(
     workflow_event = WorkflowEvent(
         event["payload"], event["timestamp"], event["instance_id"], event["workflow_name"]
     )
+    failure: BaseException | None = None
+    output: Any = None
     try:
         output = entry.run(workflow_event, step)  # type: ignore[attr-defined]
         if aio.is_awaitable(output):  # `async def run`
             output = aio.block_on(output)
-    except StepError as exc:
-        if step._halt is not None:
-            pass
-        elif exc.name == "NonRetryableError":  # the instance fails with the tenant's own error
-            raise NonRetryableError(exc.message) from None
-        else:
-            raise
-    except BaseException:
+    except BaseException as exc:
         if step._halt is None:
-            raise
+            failure = exc  # run() failed: the instance errors (after its rollbacks)
     halt = step._halt
     if isinstance(halt, Suspend):
         return {"s": "suspend", "why": halt.why, "wake": halt.wake_ms, "type": halt.event_type}
-    if halt is not None:
+    if isinstance(halt, Unwind) or (failure is not None and step._rollbacks):
+        try:
+            rolled_back = step._roll_back()
+        except Suspend:  # a rollback waits for its retry: the next wake-up goes on with it
+            suspended = step._halt
+            assert isinstance(suspended, Suspend)
+            return {"s": "suspend", "why": suspended.why, "wake": suspended.wake_ms}
+        if isinstance(halt, Unwind):
+            return {"s": "terminated", "rolled_back": rolled_back}
+    elif halt is not None:
         raise halt
+    if failure is not None:
+        if isinstance(failure, StepError) and failure.name == "NonRetryableError":
+            raise NonRetryableError(failure.message) from None  # the tenant's own error
+        raise failure
     payload = rules.check_size(_encode(output), "the workflow's output")
     return {"s": "complete", "output": payload}

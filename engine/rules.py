@@ -29,6 +29,11 @@ MAX_EVENT_TYPE = 256
 #: Instances one create_batch call may create.
 MAX_BATCH = 100
 
+#: `waiting_for` of an instance whose rollbacks terminate(rollback=True) asked for
+ROLLBACK_MARK = "__rollback__"
+#: event types that start with this are the engine's own (a child's end, a rollback)
+RESERVED_EVENT_PREFIX = "__"
+
 BACKOFFS = ("constant", "linear", "exponential")
 DEFAULT_RETRIES = {"limit": 5, "delay": 10_000, "backoff": "exponential"}
 DEFAULT_TIMEOUT_MS = 10 * 60 * 1000
@@ -72,9 +77,14 @@ def step_config(config: object) -> dict[str, Any]:
         config = {}
     if not isinstance(config, dict):
         raise TypeError("a step config must be a dict like {'retries': {...}, 'timeout': ...}")
-    unknown = set(config) - {"retries", "timeout"}
+    unknown = set(config) - {"retries", "timeout", "sensitive"}
     if unknown:
-        raise ValueError(f"unknown step config keys {sorted(unknown)}: use 'retries', 'timeout'")
+        raise ValueError(
+            f"unknown step config keys {sorted(unknown)}: use 'retries', 'timeout', 'sensitive'"
+        )
+    sensitive = config.get("sensitive", False)
+    if not isinstance(sensitive, bool):
+        raise TypeError("step config 'sensitive' is True or False")
     retries = config.get("retries")
     if retries is None:
         retries = {}
@@ -100,6 +110,8 @@ def step_config(config: object) -> dict[str, Any]:
             "backoff": merged["backoff"],
         },
         "timeout": timeout_ms,
+        # recorded for replay, redacted from history and logs
+        "sensitive": sensitive,
     }
 
 

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from dynworkers.engine import rules
+from dynworkers.engine import history, rules
 from dynworkers.engine.store import (
     EventRecord,
+    HistoryRow,
     InstanceNotFound,
     InstanceRecord,
     StaleGeneration,
@@ -51,12 +52,16 @@ class StaleSession(Exception):
 
 class StepSession(Binding):
     kind = "step"
-    methods = frozenset({"begin", "complete", "fail", "retry", "sleep", "wait"})
+    methods = frozenset({"begin", "complete", "fail", "retry", "sleep", "wait", "child"})
 
     def __init__(self, engine: Engine, record: InstanceRecord, steps: list[StepRecord]) -> None:
         self.engine = engine
         self.id = record.id
         self.tenant = record.tenant
+        self.record = record
+        #: terminate(rollback=True) asked for this instance's rollbacks: every suspension of
+        #: this wake-up keeps the marker, so the next wake-up goes on rolling back
+        self.rolling_back = record.waiting_for == rules.ROLLBACK_MARK
         self.steps = steps
         self.by_position = {s.position: s for s in steps}
         #: `do` steps recorded, here and in earlier wake-ups: only they count toward max_steps
@@ -74,6 +79,7 @@ class StepSession(Binding):
         self.recorded = 0  # steps recorded in this wake-up
         self.due_ms = 0.0  # from due to running, for the hot paths
         self._began = 0.0  # perf_counter at the attempt's `begin`, when someone observes steps
+        self._attempt_start: float | None = None  # clock time at the attempt's `begin`
         self._control: Any = None
 
     # --- the grant -------------------------------------------------------------------------------
@@ -100,6 +106,7 @@ class StepSession(Binding):
             "history": history,
             "now": int(self.engine.clock.now() * 1000),
             "max_steps": self.engine.max_steps,
+            "rollback": self.rolling_back,
         }
 
     def before_run(self, worker: Any) -> None:
@@ -154,7 +161,7 @@ class StepSession(Binding):
             occurrence,
         ):
             raise ValueError(f"step position {position} holds another step")
-        if known is None and kind == "do" and self.do_steps >= self.engine.max_steps:
+        if known is None and kind in ("do", "child") and self.do_steps >= self.engine.max_steps:
             raise ValueError(f"the instance reached its limit of {self.engine.max_steps} steps")
         return StepRecord(self.id, position, kind, name, occurrence, "pending")
 
@@ -162,7 +169,7 @@ class StepSession(Binding):
         """`step` is now in the store: later calls of this wake-up know its position."""
         if step.position not in self.by_position:
             self.by_position[step.position] = step
-            if step.kind == "do":
+            if step.kind in ("do", "child"):
                 self.do_steps += 1
 
     def _deadline_between_steps(self) -> None:
@@ -173,6 +180,8 @@ class StepSession(Binding):
     def _waiting(self, wake_at: float | None, waiting_for: str | None = None) -> dict[str, Any]:
         """Instance fields for a suspension, or for a pause asked for meanwhile."""
         status = "paused" if self.engine.pause_wanted(self.id) else "waiting"
+        if self.rolling_back:
+            waiting_for = rules.ROLLBACK_MARK
         return {
             "status": status,
             "wake_at": wake_at,
@@ -181,15 +190,40 @@ class StepSession(Binding):
             "updated": self.engine.clock.now(),
         }
 
-    async def _suspend(self, step: StepRecord | None, fields: dict[str, Any]) -> None:
+    async def _suspend(
+        self,
+        step: StepRecord | None,
+        fields: dict[str, Any],
+        history: list[HistoryRow] | None = None,
+    ) -> None:
         """Record a suspension durably; only then is it this wake-up's outcome."""
-        await self._write(step, **fields)
+        await self._write(step, history, **fields)
         self.suspended = (fields["status"], fields["wake_at"])
 
-    async def _write(self, step: StepRecord | None, **fields: Any) -> None:
-        await self.engine.store.record(step, self.id, generation=self.generation, **fields)
+    async def _write(
+        self, step: StepRecord | None, history: list[HistoryRow] | None = None, **fields: Any
+    ) -> None:
+        await self.engine.store.record(
+            step, self.id, generation=self.generation, history=history, **fields
+        )
         if step is not None:
             self._recorded(step)
+
+    def _attempt_row(
+        self, step: StepRecord, outcome: str, error: Any = None, size: int | None = None
+    ) -> HistoryRow:
+        """The history entry of the attempt in flight, ending now with `outcome`."""
+        number = self.in_flight[3] if self.in_flight else step.attempts or 1
+        return history.attempt(
+            self.engine.clock.now(),
+            name=step.name,
+            count=step.occurrence + 1,
+            number=number,
+            start=self._attempt_start,
+            outcome=outcome,
+            error=error,
+            size=size,
+        )
 
     def _attempt_ended(self, outcome: str) -> None:
         """Tell the engine's step observers how long the attempt in flight took."""
@@ -199,16 +233,16 @@ class StepSession(Binding):
             for observer in self.engine.step_observers:
                 observer(self.tenant or "", outcome, seconds)
 
-    async def _finish_step(self, step: StepRecord) -> str:
+    async def _finish_step(self, step: StepRecord, entry: HistoryRow) -> str:
         """Record a finished step; answer "pause" if a pause was asked for meanwhile."""
         self.recorded += 1
         self._deadline_between_steps()
         if self.engine.pause_wanted(self.id):
             fields = self._waiting(None)
             fields["status"] = "paused"
-            await self._suspend(step, fields)
+            await self._suspend(step, fields, [entry])
             return "pause"
-        await self._write(step)
+        await self._write(step, [entry])
         return "go"
 
     # --- calls from the step object --------------------------------------------------------------
@@ -219,6 +253,7 @@ class StepSession(Binding):
         self._step(position, "do", name, occurrence)
         frozen = rules.step_config(config)
         self.in_flight = (position, name, occurrence, int(attempt), frozen)
+        self._attempt_start = self.engine.clock.now()
         if self.engine.step_observers:
             self._began = time.perf_counter()
         if self._control is not None:
@@ -233,34 +268,59 @@ class StepSession(Binding):
         step = self._step(position, kind, name, occurrence)
         attempts = self.in_flight[3] if self.in_flight else 1
         self._attempt_ended("complete")
-        return await self._finish_step(
-            replace(step, status="complete", result=payload, attempts=attempts)
-        )
+        entry = self._attempt_row(step, "complete", size=len(payload))
+        done = replace(step, status="complete", result=payload, attempts=attempts)
+        if self.in_flight and self.in_flight[4].get("sensitive"):
+            done = replace(done, config=_encode(self.in_flight[4]))  # history redacts it
+        return await self._finish_step(done, entry)
 
     async def _fail(self, position: int, name: str, occurrence: int, error: Any) -> str:
         step = self._step(position, "do", name, occurrence)
         failure = _failure(error)
         attempts = self.in_flight[3] if self.in_flight else 1
         self._attempt_ended("failed")
-        return await self._finish_step(
-            replace(step, status="failed", error=failure, attempts=attempts)
-        )
+        entry = self._attempt_row(step, "failed", _decode(failure))
+        done = replace(step, status="failed", error=failure, attempts=attempts)
+        if self.in_flight and self.in_flight[4].get("sensitive"):
+            done = replace(done, config=_encode(self.in_flight[4]))
+        return await self._finish_step(done, entry)
 
     async def _retry(
-        self, position: int, name: str, occurrence: int, attempts: int, config: Any
+        self,
+        position: int,
+        name: str,
+        occurrence: int,
+        attempts: int,
+        config: Any,
+        delay_ms: Any = None,
+        error: Any = None,
     ) -> int:
         step = self._step(position, "do", name, occurrence)
         frozen = rules.step_config(config)
-        return await self.schedule_retry(step, int(attempts), frozen)
+        delay = None if delay_ms is None else rules.duration_ms(delay_ms, "retry delay")
+        failure = _decode(_failure(error)) if isinstance(error, dict) else None
+        return await self.schedule_retry(step, int(attempts), frozen, delay, failure)
 
-    async def schedule_retry(self, step: StepRecord, attempts: int, config: dict[str, Any]) -> int:
-        """Record a failed attempt that will be retried, and hibernate until it is due."""
-        wake_at = self.engine.clock.now() + rules.retry_delay_ms(config, attempts) / 1000
+    async def schedule_retry(
+        self,
+        step: StepRecord,
+        attempts: int,
+        config: dict[str, Any],
+        delay: int | None = None,
+        error: dict[str, str] | None = None,
+        outcome: str = "retry",
+    ) -> int:
+        """Record a failed attempt that will be retried, and hibernate until it is due (after
+        `delay` ms when the tenant's delay function gave one, else as the config says)."""
+        if delay is None:
+            delay = rules.retry_delay_ms(config, attempts)
+        wake_at = self.engine.clock.now() + delay / 1000
         pending = replace(step, attempts=attempts, config=_encode(config), wake_at=wake_at)
         self._attempt_ended("retry")
+        entry = self._attempt_row(pending, outcome, error)
         self.recorded += 1
         self.in_flight = None
-        await self._suspend(pending, self._waiting(wake_at))
+        await self._suspend(pending, self._waiting(wake_at), [entry])
         return int(wake_at * 1000)
 
     async def _sleep(
@@ -276,7 +336,8 @@ class StepSession(Binding):
         if wake_at <= now:
             await self._write(replace(step, status="complete"))
             return None
-        await self._suspend(replace(step, wake_at=wake_at), self._waiting(wake_at))
+        entry = history.row(now, "sleep", name=name, count=occurrence + 1, until=wake_at)
+        await self._suspend(replace(step, wake_at=wake_at), self._waiting(wake_at), [entry])
         return int(wake_at * 1000)
 
     async def _wait(
@@ -302,6 +363,14 @@ class StepSession(Binding):
         )
         self._recorded(pending)
         self.recorded += 1
+        count = occurrence + 1
+        if event is not None:
+            entry = history.row(now, "event", name=name, count=count, type=type, seq=event.seq)
+        elif timed_out:
+            entry = history.row(now, "timeout", name=name, count=count, type=type)
+        else:
+            entry = history.row(now, "wait", name=name, count=count, type=type, until=wake_at)
+        await self.engine.store.add_history(self.id, [entry])
         if event is not None:
             control = "go"
             if self.engine.pause_wanted(self.id):
@@ -312,6 +381,25 @@ class StepSession(Binding):
             return {"status": "timeout"}
         self.suspended = (fields["status"], wake_at)
         return {"status": "wait", "wake": int(wake_at * 1000)}
+
+    async def _child(
+        self, position: int, name: str, occurrence: int, params: Any, child_id: Any
+    ) -> str:
+        """Start a child instance (once: its id is derived from this step unless given) and
+        record the step with the child's id."""
+        step = self._step(position, "child", name, occurrence)
+        if not isinstance(params, bytes):
+            raise TypeError("child(position, name, occurrence, params bytes, id)")
+        rules.check_size(params, f"the params of child {name!r}")
+        local = await self.engine.start_child(self.record, name, occurrence, params, child_id)
+        entry = history.row(
+            self.engine.clock.now(), "child", name=name, count=occurrence + 1, child=local
+        )
+        await self._write(
+            replace(step, status="complete", result=_encode(local), attempts=1), [entry]
+        )
+        self.recorded += 1
+        return local
 
     # --- losses the engine reports ---------------------------------------------------------------
 
@@ -327,12 +415,13 @@ class StepSession(Binding):
             failure = _failure({"name": name, "message": message})
             self._attempt_ended("failed")
             fields = {"status": "queued", "wake_at": None, "updated": self.engine.clock.now()}
+            failed = replace(step, status="failed", error=failure, attempts=attempt)
+            entry = self._attempt_row(failed, "lost", _decode(failure))
             # the claim stays: this host runs it again at once (`_lost` readies it)
-            await self._suspend(
-                replace(step, status="failed", error=failure, attempts=attempt), fields
-            )
+            await self._suspend(failed, fields, [entry])
         else:
-            await self.schedule_retry(step, attempt, config)
+            lost = {"name": name[:256], "message": message[:4096]}
+            await self.schedule_retry(step, attempt, config, error=lost, outcome="lost")
         return True
 
 

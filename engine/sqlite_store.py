@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 from dynworkers.engine.errors import InvalidTransition
 from dynworkers.engine.store import (
     EventRecord,
+    HistoryRecord,
+    HistoryRow,
     HostRecord,
     InstanceNotFound,
     InstanceRecord,
@@ -101,11 +103,30 @@ MIGRATIONS: list[str] = [
         lease_until REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    """
+    -- child workflows: the instance that started this one
+    ALTER TABLE instances ADD COLUMN parent TEXT;
+    CREATE INDEX instances_parent ON instances (parent) WHERE parent IS NOT NULL;
+    -- retention: finished instances by age
+    CREATE INDEX instances_finished ON instances (updated)
+        WHERE status IN ('complete', 'errored', 'terminated');
+    """,
+    """
+    -- what an instance did: attempts, sleeps, waits, events, operations, oldest first
+    CREATE TABLE history (
+        instance_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail BLOB NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _INSTANCE_FIELDS = (
     "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
-    "waiting_for, generation, owner"
+    "waiting_for, generation, owner, parent"
 )
 #: a claim holds while its owner's lease is ahead of :now (no owner: nobody runs it)
 _UNOWNED = (
@@ -275,7 +296,7 @@ class SQLiteStore(Store):
                 # OR IGNORE: an id that exists is skipped, as create_batch promises
                 cursor = db.execute(
                     f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id,
                         r.workflow,
@@ -291,6 +312,7 @@ class SQLiteStore(Store):
                         r.waiting_for,
                         r.generation,
                         r.owner,
+                        r.parent,
                     ),
                 )
                 if cursor.rowcount:
@@ -321,6 +343,7 @@ class SQLiteStore(Store):
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             db.execute("DELETE FROM steps WHERE instance_id=?", (instance_id,))
             db.execute("DELETE FROM events WHERE instance_id=?", (instance_id,))
+            db.execute("DELETE FROM history WHERE instance_id=?", (instance_id,))
 
         await self._do(operation)
 
@@ -386,6 +409,7 @@ class SQLiteStore(Store):
         instance_id: str,
         *,
         generation: int | None = None,
+        history: list[HistoryRow] | None = None,
         **fields: object,
     ) -> None:
         _check_fields(fields)
@@ -398,8 +422,30 @@ class SQLiteStore(Store):
                 _update(db, instance_id, values)
             if step is not None:
                 _put_step(db, step)
+            if history:
+                _append_history(db, instance_id, history)
 
         await self._do(operation)
+
+    async def add_history(self, instance_id: str, rows: list[HistoryRow]) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
+                raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+            _append_history(db, instance_id, rows)
+
+        if rows:
+            await self._do(operation)
+
+    async def history(self, instance_id: str, limit: int = 10_000) -> list[HistoryRecord]:
+        def operation(db: sqlite3.Connection) -> list[HistoryRecord]:
+            rows = db.execute(
+                "SELECT instance_id, seq, at, kind, detail FROM history WHERE instance_id=? "
+                "ORDER BY seq LIMIT ?",
+                (instance_id, limit),
+            ).fetchall()
+            return [HistoryRecord(*row) for row in rows]
+
+        return await self._do(operation)
 
     async def wait_for_event(
         self,
@@ -519,6 +565,38 @@ class SQLiteStore(Store):
                 "WHERE status NOT IN ('complete', 'errored', 'terminated') ORDER BY created"
             ).fetchall()
             return [tuple(row) for row in rows]
+
+        return await self._do(operation)
+
+    # --- children and retention ------------------------------------------------------------------
+
+    async def children(self, parent: str) -> list[str]:
+        def operation(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id FROM instances WHERE parent=? "
+                "AND status NOT IN ('complete', 'errored', 'terminated') ORDER BY created",
+                (parent,),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return await self._do(operation)
+
+    async def purge_finished(self, before: float, limit: int = 1000) -> int:
+        def operation(db: sqlite3.Connection) -> int:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM instances WHERE status IN ('complete', 'errored', "
+                    "'terminated') AND updated < ? ORDER BY updated LIMIT ?",
+                    (before, limit),
+                ).fetchall()
+            ]
+            for instance_id in ids:
+                db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+                db.execute("DELETE FROM steps WHERE instance_id=?", (instance_id,))
+                db.execute("DELETE FROM events WHERE instance_id=?", (instance_id,))
+                db.execute("DELETE FROM history WHERE instance_id=?", (instance_id,))
+            return len(ids)
 
         return await self._do(operation)
 
@@ -666,6 +744,16 @@ def _update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object])
     )
     if cursor.rowcount == 0:
         raise InstanceNotFound(f"no workflow instance {instance_id!r}")
+
+
+def _append_history(db: sqlite3.Connection, instance_id: str, rows: list[HistoryRow]) -> None:
+    (seq,) = db.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id=?", (instance_id,)
+    ).fetchone()
+    db.executemany(
+        "INSERT INTO history (instance_id, seq, at, kind, detail) VALUES (?,?,?,?,?)",
+        [(instance_id, seq + n, at, kind, detail) for n, (at, kind, detail) in enumerate(rows, 1)],
+    )
 
 
 def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> str:

@@ -74,6 +74,8 @@ class InstanceRecord:
     #: the host whose wake-up runs the instance now (claimed), or None; a claim lapses with
     #: its host's lease
     owner: str | None = None
+    #: the instance that started this one as a child (`step.start_child`), or None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,23 @@ class StepRecord:
     config: bytes | None = None
     #: epoch seconds: when a pending sleep ends, a wait times out, or a retry is due
     wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One entry of an instance's history: an attempt ended, a sleep or wait began, an event
+    arrived, an operation (create, pause, resume, terminate, restart) was made."""
+
+    instance_id: str
+    seq: int
+    at: float
+    kind: str
+    #: msgpack of a dict whose keys depend on `kind`
+    detail: bytes
+
+
+#: (at, kind, detail msgpack) of a history entry to append
+HistoryRow = tuple[float, str, bytes]
 
 
 @dataclass(frozen=True)
@@ -179,9 +198,11 @@ class Store(abc.ABC):
         instance_id: str,
         *,
         generation: int | None = None,
+        history: list[HistoryRow] | None = None,
         **fields: object,
     ) -> None:
-        """Put `step` (if any) and update the instance's `fields` (if any), atomically.
+        """Put `step` (if any), update the instance's `fields` (if any) and append `history`
+        (if any), atomically.
 
         With `generation`, only while the instance still has that generation: else
         `StaleGeneration` and nothing written."""
@@ -256,6 +277,25 @@ class Store(abc.ABC):
         """Pause atomically: "paused" if no live host runs it, else "waitingForPause" (the
         running wake-up's last write turns it into "paused"). Return the status now held;
         `InvalidTransition` for a finished instance."""
+
+    # history
+    @abc.abstractmethod
+    async def add_history(self, instance_id: str, rows: list[HistoryRow]) -> None:
+        """Append entries to the instance's history (`InstanceNotFound` if there is none)."""
+
+    @abc.abstractmethod
+    async def history(self, instance_id: str, limit: int = 10_000) -> list[HistoryRecord]:
+        """The instance's history, oldest first."""
+
+    # children and retention
+    @abc.abstractmethod
+    async def children(self, parent: str) -> list[str]:
+        """Ids of the unfinished instances whose parent is `parent`."""
+
+    @abc.abstractmethod
+    async def purge_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` finished instances (complete, errored, terminated) last updated
+        before `before`, with their steps and events; return how many."""
 
     # notifications between hosts (a single-host store needs none)
     async def notify(self, message: str) -> None:

@@ -20,8 +20,9 @@ from dynworkers.sandbox_policy.namespace import register_safe_type
 
 @register_safe_type
 class InstanceHandle:
-    """One workflow instance: `id`, `status()`, `pause()`, `resume()`, `terminate()`,
-    `restart(from_step=None)`, `send_event(type, payload)`, `delete()`."""
+    """One workflow instance: `id`, `status()`, `pause()`, `resume()`,
+    `terminate(rollback=False)`, `restart(from_step=None)`, `send_event(type, payload)`,
+    `delete()`, `history()`."""
 
     def __init__(self, stub: Any, instance_id: str) -> None:
         self._stub = stub
@@ -36,8 +37,9 @@ class InstanceHandle:
     def resume(self) -> Any:
         return self._stub.resume(self.id)
 
-    def terminate(self) -> Any:
-        return self._stub.terminate(self.id)
+    def terminate(self, rollback: bool = False) -> Any:
+        """Stop it for good; with `rollback`, its recorded steps' rollbacks run first."""
+        return self._stub.terminate(self.id, rollback)
 
     def restart(self, from_step: str | None = None) -> Any:
         return self._stub.restart(self.id, from_step)
@@ -47,6 +49,10 @@ class InstanceHandle:
 
     def delete(self) -> Any:
         return self._stub.delete(self.id)
+
+    def history(self) -> Any:
+        """Its steps with their attempts, and a timeline of what happened."""
+        return self._stub.history(self.id)
 
     def __repr__(self) -> str:
         return f"<workflow instance {self.id}>"

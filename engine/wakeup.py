@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from dynworkers.engine import rules
+from dynworkers.engine import history, rules
 from dynworkers.engine.dispatch import DynamicWorkflowEntrypoint, WorkflowContext, run_runner
 from dynworkers.engine.errors import EngineClosed
 from dynworkers.engine.replay import WorkflowEntrypoint, run_workflow
@@ -152,10 +152,33 @@ async def _outcome(
         raise session.store_failure
     engine.losses.pop(instance_id, None)
     engine.store_recovered(instance_id)
-    if not isinstance(outcome, dict) or outcome.get("s") not in ("complete", "suspend"):
+    if not isinstance(outcome, dict) or outcome.get("s") not in (
+        "complete",
+        "suspend",
+        "terminated",
+    ):
         await _settle(engine, session, {"name": "ProtocolError", "message": "bad run outcome"})
         return
     now = engine.clock.now()
+    if outcome["s"] == "terminated":  # terminate(rollback=True): its rollbacks all ran
+        if not session.rolling_back:
+            await _settle(engine, session, {"name": "ProtocolError", "message": "bad outcome"})
+            return
+        await engine.store.record(
+            None,
+            instance_id,
+            generation=session.generation,
+            status="terminated",
+            wake_at=None,
+            waiting_for=None,
+            owner=None,
+            updated=now,
+            history=[history.row(now, "terminated", rolled_back=outcome.get("rolled_back"))],
+        )
+        engine.pause_done(instance_id)
+        terminated = {"name": "Terminated", "message": "terminated, its steps rolled back"}
+        await engine.children.finished(record, "terminated", error=terminated)
+        return
     if outcome["s"] == "complete":
         output = outcome.get("output")
         if not isinstance(output, bytes) or len(output) > rules.MAX_PAYLOAD_BYTES:
@@ -171,8 +194,10 @@ async def _outcome(
             waiting_for=None,
             owner=None,
             updated=now,
+            history=[history.row(now, "complete", output_bytes=len(output))],
         )
         engine.pause_done(instance_id)
+        await engine.children.finished(record, "complete", output=_decode(output))
         return
     why = outcome.get("why")
     if why == "stop":
@@ -229,17 +254,21 @@ async def _settle(engine: Engine, session: StepSession, error: dict[str, str]) -
     engine.losses.pop(session.id, None)
     engine.store_recovered(session.id)
     engine.pause_done(session.id)
+    failure = {"name": error["name"][:256], "message": error["message"][:4096]}
+    now = engine.clock.now()
     await engine.store.record(
         None,
         session.id,
         generation=session.generation,
         status="errored",
-        error=_encode({"name": error["name"][:256], "message": error["message"][:4096]}),
+        error=_encode(failure),
         wake_at=None,
         waiting_for=None,
         owner=None,
-        updated=engine.clock.now(),
+        updated=now,
+        history=[history.row(now, "errored", error=failure)],
     )
+    await engine.children.finished(session.record, "errored", error=failure)
 
 
 async def _lost(

@@ -78,6 +78,11 @@ def add_commands(commands: Any) -> None:
     event.add_argument("id")
     event.add_argument("type")
     event.add_argument("--payload", default="null", help="JSON")
+    history = client_options(
+        verbs.add_parser("history", help="an instance's steps, attempts and timeline")
+    )
+    history.add_argument("tenant")
+    history.add_argument("id")
     for verb in ("pause", "resume", "terminate", "restart"):
         operation = client_options(verbs.add_parser(verb, help=f"{verb} an instance"))
         operation.add_argument("tenant")
@@ -286,6 +291,9 @@ COMMANDS: dict[str, Callable[[ControlClient, argparse.Namespace], Any]] = {
         "POST", _workflows(args), {"id": args.id, "params": _json_arg(args.params, "--params")}
     ),
     "workflows status": _status,
+    "workflows history": lambda client, args: client.get(
+        f"/_/tenants/{args.tenant}/instances/{args.id}/history"
+    ),
     "workflows send-event": lambda client, args: client.call(
         "POST",
         f"{_workflows(args)}/{args.id}/events",
@@ -379,6 +387,36 @@ def _print_instances(answer: dict[str, Any]) -> None:
     _table(rows, ["ID", "STATUS", "CREATED", "UPDATED", "WAITING FOR"])
 
 
+def _print_instance_history(answer: dict[str, Any]) -> None:
+    print(f"{answer['id']} ({answer['workflow']}): {answer['status']}")
+    rows = []
+    for step in answer["steps"]:
+        attempts = step["attempts"] or [None]
+        for attempt in attempts:
+            error = (attempt or {}).get("error")
+            rows.append(
+                [
+                    f"{step['name']}#{step['count']}",
+                    step["kind"],
+                    str((attempt or {}).get("attempt") or "-"),
+                    (attempt or {}).get("outcome") or step["status"],
+                    _ms((attempt or {}).get("duration_ms")),
+                    "-" if step["result_bytes"] is None else str(step["result_bytes"]),
+                    f"{error['name']}: {error['message']}" if error else "-",
+                ]
+            )
+    _table(rows, ["STEP", "KIND", "ATTEMPT", "OUTCOME", "MS", "RESULT BYTES", "ERROR"])
+    print()
+    for entry in answer["timeline"]:
+        extra = {k: v for k, v in entry.items() if k not in ("at", "kind")}
+        detail = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
+        print(f"  {_when(entry['at'])}  {entry['kind']:<12} {detail}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _print_stats(answer: dict[str, Any]) -> None:
     pool, workflows = answer["pool"], answer.get("workflows", {})
     rows = [
@@ -408,5 +446,6 @@ PRINTERS: dict[str, Callable[[Any], None]] = {
     "tenants list": _print_tenants,
     "tenants show": _print_history,
     "workflows list": _print_instances,
+    "workflows history": _print_instance_history,
     "stats": _print_stats,
 }

@@ -16,6 +16,7 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
     GET  /_/tenants/{t}/workflows?status=&limit=          its workflow instances
     POST /_/tenants/{t}/workflows  {"id"?, "params"?}     create an instance
     GET  /_/tenants/{t}/workflows/{id}                    status
+    GET  /_/tenants/{t}/instances/{id}/history            steps, attempts and timeline
     POST /_/tenants/{t}/workflows/{id}/events  {"type", "payload"?}
     POST /_/tenants/{t}/workflows/{id}/{pause,resume,terminate,restart}  (restart: {"from_step"?})
 
@@ -173,6 +174,8 @@ class ControlAPI:
         add("GET", "/_/tenants/{tenant}/workflows", self.list_instances)
         add("POST", "/_/tenants/{tenant}/workflows", self.create_instance)
         add("GET", "/_/tenants/{tenant}/workflows/{id}", self.instance_status)
+        add("GET", "/_/tenants/{tenant}/instances/{id}/history", self.instance_history)
+        add("GET", "/_/tenants/{tenant}/workflows/{id}/history", self.instance_history)
         add("POST", "/_/tenants/{tenant}/workflows/{id}/events", self.send_event)
         add("POST", "/_/tenants/{tenant}/workflows/{id}/{operation}", self.operate)
         return app
@@ -408,6 +411,12 @@ class ControlAPI:
         instance_id = request.match_info["id"]
         status = await self._call(tenant, "status", instance_id)
         return web.json_response({"tenant": tenant, "id": instance_id, **status})
+
+    async def instance_history(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        instance_id = request.match_info["id"]
+        view = await self._call(tenant, "history", instance_id)
+        return web.json_response({"tenant": tenant, **view})
 
     async def send_event(self, request: web.Request) -> web.Response:
         tenant = self._known(request)

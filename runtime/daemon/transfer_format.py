@@ -64,6 +64,8 @@ class Instance(msgspec.Struct, tag="instance", tag_field="kind"):
     wake_at: float | None = None
     waiting_for: str | None = None
     generation: int = 0
+    #: the instance that started this one (`step.start_child`); fields are only appended
+    parent: str | None = None
 
 
 class Step(msgspec.Struct, tag="step", tag_field="kind"):

@@ -19,7 +19,14 @@ from tests.tenants import workflows as programs
 
 
 def config(state: str) -> SupervisorConfig:
-    return SupervisorConfig(state_dir=Path(state), spares=1, max_sandboxes=4, deadline=10.0)
+    # one sandbox for the tenant, so that at most one attempt is in flight when it is killed
+    return SupervisorConfig(
+        state_dir=Path(state),
+        spares=1,
+        max_sandboxes=4,
+        deadline=10.0,
+        max_sandboxes_per_tenant=1,
+    )
 
 
 async def start(state: str, count: int, steps: int) -> None:

@@ -39,8 +39,8 @@ def test_random_evictions_between_steps_change_no_outcome(
     evicted = []
     finish_step = StepSession._finish_step
 
-    async def finish_then_maybe_evict(self: StepSession, step: Any) -> str:
-        answer = await finish_step(self, step)
+    async def finish_then_maybe_evict(self: StepSession, step: Any, entry: Any) -> str:
+        answer = await finish_step(self, step, entry)
         if chance.random() < 0.3:  # the fault: the sandbox dies right after a recorded step
             evicted.append(self.engine.supervisor.evict("acme@v1"))  # type: ignore[union-attr]
         return answer

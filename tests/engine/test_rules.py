@@ -114,6 +114,7 @@ def test_a_refusal_names_what_the_duration_was_for() -> None:
 DEFAULTS = {
     "retries": {"limit": 5, "delay": 10_000, "backoff": "exponential"},
     "timeout": 600_000,
+    "sensitive": False,
 }
 
 
@@ -138,10 +139,11 @@ def test_no_config_means_the_defaults(config: Any) -> None:
         ),
         (
             {"retries": {"backoff": "linear", "delay": 50}},
-            {"retries": {"limit": 5, "delay": 50, "backoff": "linear"}, "timeout": 600_000},
+            {**DEFAULTS, "retries": {"limit": 5, "delay": 50, "backoff": "linear"}},
         ),
         ({"timeout": "5 minutes"}, {**DEFAULTS, "timeout": 300_000}),
         ({"timeout": 1}, {**DEFAULTS, "timeout": 1}),
+        ({"sensitive": True}, {**DEFAULTS, "sensitive": True}),
         (
             {
                 "retries": {"limit": 1000, "delay": "2 days", "backoff": "constant"},
@@ -150,6 +152,7 @@ def test_no_config_means_the_defaults(config: Any) -> None:
             {
                 "retries": {"limit": 1000, "delay": 172_800_000, "backoff": "constant"},
                 "timeout": 3_600_000,
+                "sensitive": False,
             },
         ),
     ],

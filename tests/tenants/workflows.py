@@ -213,3 +213,112 @@ class TenantWorkflow(WorkflowEntrypoint):
     def run(self, event, step):
         return event.payload
 """
+
+#: Cloudflare's 2026 workflow features: step context, a delay function, rollbacks, a DAG and
+#: child workflows. Mode by payload; every step body and rollback counts its runs in KV.
+FEATURES = """
+from workers import WorkflowEntrypoint, NonRetryableError, StepError
+
+
+def bump(env, key):
+    n = (env.KV.get(key) or 0) + 1
+    env.KV.put(key, n)
+    return n
+
+
+def log(env, line):
+    env.KV.put("log", (env.KV.get("log") or []) + [line])
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        mode = event["payload"]["mode"]
+        env = self.env
+        if mode == "context":
+            def flaky(ctx):
+                log(env, [ctx.attempt, ctx.step.name, ctx.step.count, ctx.config["timeout"]])
+                if ctx.attempt < 3:
+                    raise ValueError("attempt " + str(ctx.attempt))
+                return ctx.attempt
+            config = {"retries": {"limit": 5, "delay": lambda attempt: attempt * 1000}}
+            first = step.do("flaky", flaky, config)
+            again = step.do("flaky", lambda ctx: ctx.step.count)
+            return {"attempts": first, "second_count": again, "id": event["instanceId"]}
+        if mode in ("saga", "saga-terminate"):
+            def undo(name):
+                def rollback(value):
+                    if name == "b" and bump(env, "undo-tries:b") == 1:
+                        raise ValueError("the refund service is down")
+                    log(env, "undo " + name + " " + str(value))
+                return rollback
+            for name in ("a", "b", "c"):
+                step.do(name, lambda name=name: bump(env, "runs:" + name) and name.upper(),
+                        rollback=undo(name))
+            if mode == "saga-terminate":
+                step.wait_for_event("hold", "never", timeout="1 hour")
+            step.do("charge", lambda: (_ for _ in ()).throw(NonRetryableError("card declined")))
+            return "unreachable"
+        if mode == "dag":
+            @step.do("a")
+            def a():
+                bump(env, "runs:a")
+                return 2
+
+            @step.do("b")
+            def b():
+                bump(env, "runs:b")
+                return 3
+
+            @step.do("c", depends=[a, b], concurrent=True)
+            def c(ra, rb):
+                bump(env, "runs:c")
+                return ra * rb
+
+            total = c()
+            step.sleep("nap", 1000)
+            return {"c": total, "a_again": a()}
+        if mode == "parent":
+            kid = step.start_child("kid", {"mode": "child", "fail": event.payload["fail"]})
+            try:
+                return {"child": step.wait_for_child("wait kid", kid)}
+            except StepError as error:
+                return {"caught": error.name, "message": error.message}
+        if mode == "child":
+            if event.payload["fail"]:
+                step.do("boom", lambda: (_ for _ in ()).throw(NonRetryableError("kid failed")))
+            return step.do("work", lambda: "kid done")
+        if mode == "holder":
+            step.start_child("kid", {"mode": "sleeper"})
+            step.wait_for_event("hold", "never", timeout="1 hour")
+        if mode == "sleeper":
+            step.sleep("long", "1 hour")
+        return None
+"""
+
+#: What the history shows: a flaky step (two failed attempts), a sensitive step, a sleep, a wait
+#: and an event; its fetch reads its own instance's history through the tenant's binding.
+STORY = """
+from workers import Response, WorkerEntrypoint, WorkflowEntrypoint
+
+
+class Default(WorkerEntrypoint):
+    def fetch(self, request):
+        return Response.json(self.env.WORKFLOWS.get(request.url.split("/")[-1]).history())
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        def flaky(ctx):
+            if ctx.attempt < 3:
+                raise ConnectionError("the registry timed out")
+            return "built"
+        step.do("build", flaky, {"retries": {"limit": 3, "delay": 1000, "backoff": "constant"}})
+        def secret(ctx):
+            if ctx.attempt < 2:
+                raise ValueError("token abc123 rejected")
+            return "s3cr3t"
+        step.do("token", secret, {"sensitive": True, "retries": {"limit": 1, "delay": 10}})
+        step.sleep("cool down", "1 minute")
+        approval = step.wait_for_event("approve", "approval", timeout="1 hour")
+        return approval.payload
+"""
