@@ -1,8 +1,9 @@
 """Deployments: which version of each tenant's code the daemon serves, kept on disk.
 
 Host side, on the daemon's event loop (file I/O is small and rare: a deploy or a reload). Code
-comes from two places: the code directory (`<tenants>/<tenant_id>/*.py`, read at start and on
-SIGHUP) and the control API (`PUT /_/tenants/<id>`). Every version is stored under
+comes from two places: the code directory (`<tenants>/<tenant_id>/*.py`, or the modules a
+wrangler file's `main` names, with that file's config as the `__wrangler__` module; read at
+start and on SIGHUP) and the control API (`PUT /_/tenants/<id>`). Every version is stored under
 `<state_dir>/code/<tenant>/<version>/` and named by its content hash, and each tenant's history is
 `<state_dir>/code/<tenant>/deployments.json`; the last entry is what is served. A restart serves
 what was served before it.

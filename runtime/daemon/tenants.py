@@ -1,7 +1,9 @@
 """Tenants: from a tenant id to a loaded worker, for requests and for workflow wake-ups.
 
 Host side, on the daemon's event loop. Each tenant is one worker whose id is the tenant id (so its
-KV and its sandbox stay its own across deploys) with `env.KV` and `env.WORKFLOWS` by default.
+KV and its sandbox stay its own across deploys) with `env.KV` and `env.WORKFLOWS` by default,
+or, when its directory has a wrangler file, exactly the vars, KV namespaces and workflows that
+file declares (runtime.daemon.wrangler; its crons are read by runtime.daemon.crons).
 Its code comes from the deployments (the code directory and the control API) or, when the config
 names one, from a trusted dispatcher module with `load(tenant_id) -> WorkerCode | None`, which
 also decides the tenant's bindings (it may take a second argument, `HostBindings`, to grant the
