@@ -34,7 +34,7 @@ def worker(root: Path, config: str, file: str = "wrangler.jsonc", **modules: str
         ('{"a": /* inline */ 1}', {"a": 1}),
         ('{"a": [1, 2,],}', {"a": [1, 2]}),
         ('{"a": [1, 2, /* c */ ], // x\n}', {"a": [1, 2]}),
-        ('{"url": "http://x//y", "s": "/* no */", "c": ",]"}', {"url": "http://x//y", "s": "/* no */", "c": ",]"}),
+        ('{"u": "http://x//y", "s": "/* no */", "c": ",]"}', {"u": "http://x//y", "s": "/* no */", "c": ",]"}),  # noqa: E501
         ('{"q": "say \\"hi\\" // still a string",}', {"q": 'say "hi" // still a string'}),
         ('{"a": "\\\\", "b": 2,}', {"a": "\\", "b": 2}),
     ],
