@@ -41,6 +41,9 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--control-host")
     serve.add_argument("--control-port", type=int)
     serve.add_argument("--store", help="sqlite:///path.db or postgresql://user@host/database")
+    from dynworkers.runtime.daemon import dev
+
+    dev.add_command(commands)
 
     def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--config", help="the daemon's TOML config, for its address")
@@ -117,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "dev":
+            from dynworkers.runtime.daemon import dev
+
+            return dev.run(args)
         if args.command in ("export", "import"):
             return _transfer(args)
         return _client_command(args)

@@ -1,8 +1,9 @@
 """Deployments: which version of each tenant's code the daemon serves, kept on disk.
 
 Host side, on the daemon's event loop (file I/O is small and rare: a deploy or a reload). Code
-comes from two places: the code directory (`<tenants>/<tenant_id>/*.py`, read at start and on
-SIGHUP) and the control API (`PUT /_/tenants/<id>`). Every version is stored under
+comes from two places: the code directory (`<tenants>/<tenant_id>/*.py`, or the modules a
+wrangler file's `main` names, with that file's config as the `__wrangler__` module; read at
+start and on SIGHUP) and the control API (`PUT /_/tenants/<id>`). Every version is stored under
 `<state_dir>/code/<tenant>/<version>/` and named by its content hash, and each tenant's history is
 `<state_dir>/code/<tenant>/deployments.json`; the last entry is what is served. A restart serves
 what was served before it.
@@ -27,13 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynworkers.runtime.daemon.wrangler import (
+    WranglerError,
+    config_of,
+    read_worker_directory,
+)
 from dynworkers.runtime.errors import DynworkersError
 
 log = logging.getLogger("dynworkers.deployments")
 
 #: tenant ids are DNS labels, so that <tenant>.<domain> routing works for every tenant
 TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-MODULE_FILE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\.py$")
 MAX_MODULES = 64
 
 
@@ -83,6 +88,13 @@ def pick_main(tenant: str, modules: dict[str, str], main_module: str | None = No
         raise InvalidTenant(f"tenant {tenant!r} has no modules: add a main.py")
     if len(modules) > MAX_MODULES:
         raise InvalidTenant(f"tenant {tenant!r} has {len(modules)} modules; at most {MAX_MODULES}")
+    if main_module is None:
+        try:
+            wrangler = config_of(modules)
+        except WranglerError as exc:
+            raise InvalidTenant(f"tenant {tenant!r}: {exc}") from None
+        if wrangler is not None and wrangler.main_module:
+            main_module = wrangler.main_module
     if main_module is not None:
         if main_module not in modules:
             raise InvalidTenant(
@@ -100,13 +112,13 @@ def pick_main(tenant: str, modules: dict[str, str], main_module: str | None = No
     )
 
 
-def read_directory(path: Path) -> dict[str, str]:
-    """The modules of one tenant directory: each `<name>.py` file, by name."""
-    modules = {}
-    for file in sorted(path.iterdir()):
-        if file.is_file() and MODULE_FILE.match(file.name):
-            modules[file.stem] = file.read_text(encoding="utf-8")
-    return modules
+def read_directory(path: Path, dev: bool = False) -> dict[str, str]:
+    """The modules of one tenant directory: each `<name>.py` file, by name; with a wrangler
+    file, the modules beside its `main` and its config (runtime.daemon.wrangler)."""
+    try:
+        return read_worker_directory(path, dev)
+    except WranglerError as exc:
+        raise InvalidTenant(f"tenant directory {path.name!r}: {exc}") from None
 
 
 class Deployments:
@@ -118,6 +130,8 @@ class Deployments:
         self._from_directory: dict[str, str] = {}
         #: no history on disk at load: this state directory never served anything
         self.fresh = True
+        #: read `.dev.vars` beside a wrangler file (`dynworkers dev` only)
+        self.dev = False
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -183,7 +197,7 @@ class Deployments:
                 continue
             try:
                 tenant = check_tenant_id(folder.name)
-                modules = read_directory(folder)
+                modules = read_directory(folder, self.dev)
                 version = self.prepare(tenant, modules, None, "directory")
             except InvalidTenant as exc:
                 log.error("code directory: %s", exc)

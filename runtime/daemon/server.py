@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,13 @@ from dynworkers.runtime.daemon.connections import (
     raise_fd_limit,
 )
 from dynworkers.runtime.daemon.control import ControlAPI
+from dynworkers.runtime.daemon.cron_store import cron_store
+from dynworkers.runtime.daemon.crons import CronScheduler
 from dynworkers.runtime.daemon.front import FrontDoor
 from dynworkers.runtime.daemon.logs import TenantLogs
 from dynworkers.runtime.daemon.prometheus import DaemonMetrics
 from dynworkers.runtime.daemon.tenants import Tenants
+from dynworkers.runtime.errors import TenantError
 from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
 
 log = logging.getLogger("dynworkers.daemon")
@@ -104,6 +108,8 @@ class Daemon:
             body_timeout=config.body_timeout,
         )
         self.control = ControlAPI(self)
+        #: runs the tenants' cron triggers (runtime.daemon.crons), from start() on
+        self.crons: CronScheduler | None = None
         self._runners: list[web.AppRunner] = []
         self._front_runner: web.AppRunner | None = None
         self._requests: asyncio.Queue[str] = asyncio.Queue()
@@ -134,6 +140,13 @@ class Daemon:
         await self.engine.start()
         if self.tenants.shared is not None:
             self.tenants.shared.listen(self.engine.store)  # deploys through other hosts
+        self.crons = CronScheduler(
+            cron_store(self.config.store_url, state),
+            self.tenants.crons,
+            self.run_scheduled,
+            self.config.host_id or f"{socket.gethostname()}:{os.getpid()}",
+        )
+        await self.crons.start()
         self.metrics.start()
         self._front_runner = await self._listen(
             self.front.app(), self.config.host, self.config.port, "front"
@@ -206,8 +219,20 @@ class Daemon:
                 loop.remove_signal_handler(signum)
         return 0
 
+    async def run_scheduled(self, tenant: str, cron: str, scheduled_ms: int) -> None:
+        """One cron tick: the tenant's `scheduled` handler; its failure goes to its log."""
+        try:
+            stub = await self.tenants.stub(tenant)
+            await stub.get_entrypoint().scheduled({"cron": cron, "scheduled_time": scheduled_ms})
+        except TenantError as exc:
+            self.logs.tenant_error(tenant, exc)
+
     def request_stop(self) -> None:
         self._requests.put_nowait("stop")
+
+    def request_reload(self) -> None:
+        """What SIGHUP does, from the loop (`dynworkers dev` on a file change)."""
+        self._requests.put_nowait("reload")
 
     async def reload(self) -> None:
         if self.reload_config is not None:
@@ -268,6 +293,8 @@ class Daemon:
             if runner is not self._front_runner:
                 await runner.cleanup()
         self.metrics.close()
+        if self.crons is not None:
+            await self.crons.close()
         await self.tenants.close()
         await self.engine.close()
         await self.supervisor.close()

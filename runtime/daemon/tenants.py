@@ -1,7 +1,9 @@
 """Tenants: from a tenant id to a loaded worker, for requests and for workflow wake-ups.
 
 Host side, on the daemon's event loop. Each tenant is one worker whose id is the tenant id (so its
-KV and its sandbox stay its own across deploys) with `env.KV` and `env.WORKFLOWS` by default.
+KV and its sandbox stay its own across deploys) with `env.KV` and `env.WORKFLOWS` by default,
+or, when its directory has a wrangler file, exactly the vars, KV namespaces and workflows that
+file declares (runtime.daemon.wrangler; its crons are read by runtime.daemon.crons).
 Its code comes from the deployments (the code directory and the control API) or, when the config
 names one, from a trusted dispatcher module with `load(tenant_id) -> WorkerCode | None`, which
 also decides the tenant's bindings (it may take a second argument, `HostBindings`, to grant the
@@ -25,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from dynworkers.engine import Engine, wrap_workflow_binding
-from dynworkers.loader import CompileError, WorkerCode, compile_worker
+from dynworkers.loader import CompileError, Limits, WorkerCode, compile_worker
 from dynworkers.loader.stub import EntrypointStub, WorkerStub
 from dynworkers.runtime.daemon.config import DaemonConfig
 from dynworkers.runtime.daemon.deployments import (
@@ -33,6 +35,12 @@ from dynworkers.runtime.daemon.deployments import (
     InvalidTenant,
     Version,
     check_tenant_id,
+)
+from dynworkers.runtime.daemon.wrangler import (
+    WRANGLER_MODULE,
+    WranglerConfig,
+    WranglerError,
+    config_of,
 )
 from dynworkers.runtime.errors import DynworkersError
 from dynworkers.runtime.supervisor import Supervisor
@@ -70,6 +78,24 @@ class HostBindings:
     def default_env(self, tenant_id: str) -> dict[str, Any]:
         """`env.KV` and `env.WORKFLOWS`, as every code-directory tenant gets them."""
         return {"KV": self.kv(), "WORKFLOWS": self.workflows(tenant_id)}
+
+    def wrangler_env(self, tenant_id: str, config: WranglerConfig) -> dict[str, Any]:
+        """What a wrangler file declares, and nothing else (as on Cloudflare): vars and
+        secrets as plain values, its KV namespaces and its workflows."""
+        env: dict[str, Any] = {**config.vars, **config.secrets}
+        for binding, namespace in config.kv.items():
+            env[binding] = self.kv(namespace)
+        for binding, workflow in config.workflows.items():
+            env[binding] = wrap_workflow_binding(
+                {
+                    "tenant_id": tenant_id,
+                    "entrypoint": workflow["class_name"],
+                    "workflow": workflow["name"],
+                },
+                binding,
+                engine=self._engine,
+            )
+        return env
 
 
 def import_dispatcher(name: str) -> ModuleType:
@@ -159,9 +185,40 @@ class Tenants:
             raise
 
     def worker_code(self, version: Version) -> WorkerCode:
-        return WorkerCode(
-            version.main_module, version.modules, env=self.host.default_env(version.tenant)
-        )
+        wrangler = self.wrangler(version)
+        if wrangler is None:
+            return WorkerCode(
+                version.main_module, version.modules, env=self.host.default_env(version.tenant)
+            )
+        modules = {k: v for k, v in version.modules.items() if k != WRANGLER_MODULE}
+        limits = None
+        if wrangler.cpu_ms is not None:
+            ceiling = self.supervisor.config.deadline
+            limits = Limits(deadline=min(wrangler.cpu_ms / 1000, ceiling))
+        env = self.host.wrangler_env(version.tenant, wrangler)
+        return WorkerCode(version.main_module, modules, env=env, limits=limits)
+
+    @staticmethod
+    def wrangler(version: Version) -> WranglerConfig | None:
+        """The wrangler config deployed with this version, if any."""
+        try:
+            return config_of(version.modules)
+        except WranglerError as exc:
+            raise InvalidTenant(f"tenant {version.tenant!r}: {exc}") from None
+
+    def crons(self) -> dict[str, list[str]]:
+        """The cron triggers of every served tenant that declares some."""
+        found = {}
+        for tenant, version in self.deployments.current.items():
+            if WRANGLER_MODULE not in version.modules:
+                continue
+            try:
+                wrangler = self.wrangler(version)
+            except InvalidTenant:
+                continue
+            if wrangler is not None and wrangler.crons:
+                found[tenant] = wrangler.crons
+        return found
 
     async def _dispatch(self, tenant: str) -> WorkerCode:
         assert self.dispatcher is not None
@@ -183,8 +240,15 @@ class Tenants:
         """The dynamic workflow's loader: the tenant's current code, its workflow class."""
         if not isinstance(metadata, dict) or not isinstance(metadata.get("tenant_id"), str):
             raise InvalidTenant(f"workflow metadata {metadata!r} names no tenant_id")
-        stub = await self.stub(metadata["tenant_id"])
-        return stub.get_entrypoint(str(metadata.get("entrypoint") or WORKFLOW_CLASS))
+        tenant = metadata["tenant_id"]
+        stub = await self.stub(tenant)
+        entrypoint = metadata.get("entrypoint")
+        if not entrypoint:  # created through the control API: the one workflow declared
+            version = self.deployments.current.get(tenant)
+            wrangler = self.wrangler(version) if version is not None else None
+            if wrangler is not None and len(wrangler.workflows) == 1:
+                entrypoint = next(iter(wrangler.workflows.values()))["class_name"]
+        return stub.get_entrypoint(str(entrypoint or WORKFLOW_CLASS))
 
     # --- deploying -------------------------------------------------------------------------------
 
@@ -197,6 +261,14 @@ class Tenants:
 
     async def _compile(self, version: Version) -> None:
         """Compile off the loop; CompileError lists every error with module and line."""
+        wrangler = self.wrangler(version)
+        if wrangler is not None and wrangler.unsupported:
+            log.warning(
+                "tenant %r: %s: dynworkers does not support %s; ignored",
+                version.tenant,
+                wrangler.file,
+                ", ".join(wrangler.unsupported),
+            )
         await asyncio.to_thread(
             compile_worker,
             version.tenant,
