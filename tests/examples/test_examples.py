@@ -79,7 +79,9 @@ async def wait_for_event_wait(
     deadline = time.monotonic() + timeout
     while True:
         record = await h.engine.store.get_instance(instance_id)
-        if record.status == "waiting" and record.waiting_for == event_type:
+        waiting = record.status == "waiting" and record.waiting_for == event_type
+        # and its wake-up has ended (until then the engine reports it running)
+        if waiting and (await h.engine.status(instance_id))["status"] == "waiting":
             return
         if record.status in ("complete", "errored", "terminated"):
             raise AssertionError(f"{instance_id} ended as {record.status} before waiting")
