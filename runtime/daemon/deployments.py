@@ -118,6 +118,8 @@ class Deployments:
         self._from_directory: dict[str, str] = {}
         #: no history on disk at load: this state directory never served anything
         self.fresh = True
+        #: what the last `scan` could not read: folder names (or the directory itself), and why
+        self.refused: dict[str, str] = {}
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -170,12 +172,14 @@ class Deployments:
     def scan(self) -> tuple[list[Version], list[str]]:
         """Versions the code directory wants deployed (changed since last read), and tenants
         whose directory is gone while their served version came from it."""
+        self.refused = {}
         if self.directory is None:
             return [], []
         if not self.directory.is_dir():
             log.warning(
                 "code directory %s does not exist; serving deployed code only", self.directory
             )
+            self.refused[str(self.directory)] = "the code directory does not exist"
             return [], []
         changed, present = [], set()
         for folder in sorted(self.directory.iterdir()):
@@ -187,9 +191,11 @@ class Deployments:
                 version = self.prepare(tenant, modules, None, "directory")
             except InvalidTenant as exc:
                 log.error("code directory: %s", exc)
+                self.refused[folder.name] = str(exc)
                 continue
             except OSError as exc:
                 log.error("code directory: cannot read %s: %s", folder, exc)
+                self.refused[folder.name] = f"cannot be read: {exc}"
                 continue
             present.add(tenant)
             if self._from_directory.get(tenant) != version.version:
