@@ -49,7 +49,7 @@ class TenantWorkflow(WorkflowEntrypoint):
             return "hello, " + str(event.payload.get("who", "world"))
 
         step.sleep("a short nap", "1 second")
-        return {{"greeting": greet}}
+        return {{"greeting": greet()}}
 '''
 
 WRANGLER = """{{
