@@ -239,3 +239,17 @@ def test_forwarded_headers_reach_the_url_only_when_trusted(tmp_path: Path) -> No
         finally:
             assert daemon.stop() == 0
     assert os.environ.get("DYNWORKERS_TRUST_FORWARDED") is None
+
+
+def test_a_deploy_that_imports_what_the_sandbox_refuses_is_422_naming_it(
+    served: DaemonProcess, tmp_path: Path
+) -> None:
+    folder = write_tenant(
+        tmp_path, "needs-requests", main="import requests\nfrom workers import Response\n"
+    )
+    put = cli(served.root, "tenants", "put", "needs-requests", str(folder),
+              "--url", served.control, "--token", TOKEN)  # fmt: skip
+    assert put.returncode == 2, put.stdout
+    assert "module 'requests' is not allowed" in put.stderr and "main:1" in put.stderr
+    assert "json" in put.stderr  # what is allowed
+    assert served.get("/needs-requests/").status == 404  # nothing was deployed
