@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from dynworkers.sandbox_policy import Policy
 
@@ -38,7 +39,7 @@ def importable(policy: Policy, own: frozenset[str]) -> frozenset[str]:
     return API_MODULES | policy.modules | packages | own
 
 
-def refusals(modules: dict[str, str], policy: Policy) -> list[tuple[str, int | None, str]]:
+def refusals(modules: Mapping[str, str], policy: Policy) -> list[tuple[str, int | None, str]]:
     """(module, line, message) for each import the sandbox would refuse; [] when none."""
     if not policy.restricted:
         return []
