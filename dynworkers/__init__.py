@@ -50,6 +50,8 @@ _EXPORTS = {
     # the daemon, for a host that runs it in process
     "Daemon": "dynworkers.runtime.daemon",
     "DaemonConfig": "dynworkers.runtime.daemon",
+    "ControlClient": "dynworkers.runtime.daemon",
+    "AsyncControlClient": "dynworkers.runtime.daemon",
     # errors: one base per package
     "DynworkersError": "dynworkers.runtime",
     "TenantError": "dynworkers.runtime",
@@ -73,6 +75,7 @@ _EXPORTS = {
     "UnknownWorkflow": "dynworkers.engine",
     "EngineClosed": "dynworkers.engine",
     "PolicyError": "dynworkers.sandbox_policy",
+    "ControlError": "dynworkers.runtime.daemon",
 }
 
 __all__ = [
@@ -110,6 +113,8 @@ __all__ = [
     # the daemon, for a host that runs it in process
     "Daemon",
     "DaemonConfig",
+    "ControlClient",
+    "AsyncControlClient",
     # errors: one base per package
     "DynworkersError",
     "TenantError",
@@ -133,6 +138,7 @@ __all__ = [
     "UnknownWorkflow",
     "EngineClosed",
     "PolicyError",
+    "ControlError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
@@ -186,7 +192,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
         SupervisorConfig,
         TenantError,
     )
-    from dynworkers.runtime.daemon import Daemon, DaemonConfig
+    from dynworkers.runtime.daemon import (
+        AsyncControlClient,
+        ControlClient,
+        ControlError,
+        Daemon,
+        DaemonConfig,
+    )
     from dynworkers.sandbox_policy import OsLimits, Policy, PolicyError
 
 

@@ -1,7 +1,8 @@
 """Compile a worker's modules under the policy, all errors at once, through the cache.
 
 Host side; CPU-bound, so the loader runs it in a worker thread. Every module is compiled even
-after one fails, so that `CompileError` lists every problem with module and line. Size limits
+after one fails, so that `CompileError` lists every problem with module and line, and so does
+every import the sandbox would refuse (`loader.imports`). Size limits
 (per module and in total, number of modules) are checked before anything is parsed; recursion
 and memory errors from hostile source become compile errors (in `sandbox_policy.compiler`).
 """
@@ -17,6 +18,7 @@ import msgspec
 from dynworkers.loader.cache import CompileCache, cache_key
 from dynworkers.loader.code import Binding, Limits, WorkerCode
 from dynworkers.loader.errors import CompileError, InvalidWorkerCode
+from dynworkers.loader.imports import refusals
 from dynworkers.sandbox_policy import Policy, SourceRejected
 from dynworkers.sandbox_policy.compiler import compile_module
 
@@ -72,6 +74,7 @@ def compile_worker(
                 continue
             cache.put(key, blob)
         compiled.append(CompiledModule(name=name, source=source, code=blob))
+    errors.extend(refusals(code.modules, policy))
     if errors:
         raise CompileError(worker_id, errors)
     data, bindings = _split_env(worker_id, code)

@@ -8,14 +8,34 @@ of the channel it arrived on and its method is one the binding offers. The tenan
 binding is the channel's, never the frame's.
 
 Failures become error replies: "capability" for a call outside the table, "binding" for an
-exception in the host code (its type and message only; the host's stack never crosses),
-"rate_limit" for a call over the tenant's rate (`BindingRateLimit`, a token bucket per tenant id,
-shared by all of that tenant's sandboxes, so that a new sandbox does not reset it).
+exception in the host code, "rate_limit" for a call over the tenant's rate (`BindingRateLimit`, a
+token bucket per tenant id, shared by all of that tenant's sandboxes, so that a new sandbox does
+not reset it). What a "binding" error tells the tenant (`binding_failure`; the host's stack never
+crosses):
+
+- an exception that is (or derives from) a builtin in `protocol.HOST_ERROR_TYPES` (ValueError,
+  TypeError, KeyError, IndexError, LookupError, PermissionError, TimeoutError, ConnectionError,
+  NotImplementedError, ArithmeticError, ZeroDivisionError) reaches the tenant as that builtin type
+  (also a `workers.BindingError`) with its message: raise these in a service for errors the
+  tenant should handle;
+- an error of dynworkers itself (KV unavailable, a workflow store failure, ...) reaches it as a
+  `BindingError` with its message, written for the tenant;
+- anything else is the host's bug: the tenant gets an opaque `BindingError` carrying an error id,
+  and the host logs the traceback under that id (logger `dynworkers.bindings`), so that neither
+  the host's internals nor its data reach the tenant.
+
+`supervisor.service(cls, props=...)`: for every call the host builds `cls(ctx)` with a
+`ServiceContext` (`ctx.tenant_id`, the calling tenant, from its channel; `ctx.props`, a copy of
+the props the host bound) and calls the method; its public methods (no leading "_") are what the
+tenant may call, with plain-data arguments and results; a method may be `async def`.
 """
 
 from __future__ import annotations
 
+import builtins
 import inspect
+import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +43,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynworkers.loader import Binding
+from dynworkers.runtime import protocol
+
+log = logging.getLogger("dynworkers.bindings")
+
+
+def binding_failure(exc: BaseException, tenant_id: str | None, method: str) -> protocol.ErrorInfo:
+    """What the tenant is told of an exception raised by host binding code (module doc)."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in protocol.HOST_ERROR_TYPES and getattr(builtins, cls.__name__) is cls:
+            # KeyError's str() is the repr of its key: send the key, the tenant's str() matches
+            plain = isinstance(exc, KeyError) and len(exc.args) == 1
+            message = str(exc.args[0]) if plain else str(exc)
+            return protocol.ErrorInfo(kind="binding", type_name=cls.__name__, message=message)
+    if type(exc).__module__.startswith("dynworkers."):
+        return protocol.ErrorInfo(kind="binding", type_name=type(exc).__name__, message=str(exc))
+    error_id = secrets.token_hex(6)
+    log.error(
+        "binding call %r of tenant %r failed in host code (error id %s)",
+        method,
+        tenant_id,
+        error_id,
+        exc_info=exc,
+    )
+    return protocol.ErrorInfo(
+        kind="binding",
+        type_name="HostError",
+        message=f"the host failed on binding call {method!r} (error id {error_id}; the host's "
+        "log has the details under that id)",
+    )
 
 
 class KVBinding(Binding):

@@ -77,6 +77,10 @@ class BlockingSupervisor:
     def stats(self) -> dict[str, Any]:
         return self.run(_value(self.supervisor.stats))
 
+    def ready(self, timeout: float = 30.0) -> None:
+        """Block until the spares have booted (see `Supervisor.ready`)."""
+        self.run(self.supervisor.ready(timeout))
+
     def evict(self, tenant_id: str, reason: str = "manual") -> bool:
         """End every sandbox of the tenant (see `Supervisor.evict`)."""
         return self.run(_value(lambda: self.supervisor.evict(tenant_id, reason)))

@@ -2,13 +2,15 @@
 
 Host side, in the main thread. Subcommands:
 
-- `dynworkers serve`, `tenants`, `workflows`, `stats`, `logs`: the daemon and its control API
-  (runtime.daemon.commands).
+- `dynworkers serve`, `init`, `tenants`, `workflows`, `stats`, `logs`: the daemon and its
+  control API (runtime.daemon.commands, which documents the exit status of each kind of failure).
+- `dynworkers --version`: the installed version.
 - `dynworkers demo`: boot a supervisor on the embedded defaults (state in ./.dynworkers), load a
   few tenants, and print their cold and warm dispatch latencies and the pool's stats.
 - `dynworkers bench dispatch [...]`: the cold/warm dispatch benchmark (benchmarks.dispatch).
 
-Exit status 0 on success, 1 when a tenant call failed, 2 for bad arguments.
+Exit status 0 on success, 1 when a tenant call failed, 2 for bad arguments (the daemon's
+subcommands: see runtime.daemon.commands).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import sys
 import time
 
+from dynworkers import __version__
 from dynworkers.loader import WorkerCode
 from dynworkers.runtime.daemon.commands import add_commands, run
 from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
@@ -92,6 +95,7 @@ def _same(code: WorkerCode) -> WorkerCode:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynworkers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"dynworkers {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo", help="load a few tenants and print dispatch latencies"

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from dynworkers.loader import Binding, CompiledWorker
 from dynworkers.runtime import protocol
-from dynworkers.runtime.bindings import BindingRateLimit, CapabilityTable, OutboundBinding
+from dynworkers.runtime.bindings import (
+    BindingRateLimit,
+    CapabilityTable,
+    OutboundBinding,
+    binding_failure,
+)
 from dynworkers.runtime.channel import Channel
 from dynworkers.runtime.errors import BindingRateLimited, CapabilityError
 
@@ -166,8 +171,9 @@ class SandboxHandle:
             return protocol.BindingReply(
                 request_id=call.request_id, ok=True, value=protocol.encode(result)
             )
-        except Exception as exc:  # bad arguments, or the host's binding code failed:
-            return _error_reply(call.request_id, "binding", exc)  # its type and message only
+        except Exception as exc:  # bad arguments, or the host's binding code failed
+            failure = binding_failure(exc, self.tenant_id, call.method)
+            return protocol.BindingReply(request_id=call.request_id, ok=False, error=failure)
 
     def cancel_bindings(self) -> None:
         for task in self._binding_tasks:

@@ -45,6 +45,26 @@ ERROR_KINDS = frozenset(
     }
 )
 
+#: Builtin exception types a host binding may raise that reach the tenant as that type (a
+#: subclass of it and of `workers.BindingError`) with their message: an error of kind "binding"
+#: whose `type_name` is one of these. Any other exception from host code reaches the tenant as a
+#: plain `BindingError` (runtime.bindings.binding_failure decides what it says).
+HOST_ERROR_TYPES = frozenset(
+    {
+        "ValueError",
+        "TypeError",
+        "KeyError",
+        "IndexError",
+        "LookupError",
+        "PermissionError",
+        "TimeoutError",
+        "ConnectionError",
+        "NotImplementedError",
+        "ArithmeticError",
+        "ZeroDivisionError",
+    }
+)
+
 
 class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
     kind: str

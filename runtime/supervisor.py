@@ -461,6 +461,22 @@ class Supervisor:
 
     # --- inspection ------------------------------------------------------------------------------
 
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Return once the pool holds its `spares` (or every spare boot has ended, some having
+        failed): the state in which a cold start takes about a millisecond. `start()` returns
+        before the spares have booted, so the first calls after it may fork their own sandbox;
+        a host that measures, or wants its first requests fast, awaits this. TimeoutError after
+        `timeout` seconds."""
+        pool = self.pool
+        deadline = time.monotonic() + timeout
+        while len(pool.spares) < pool.target_spares and pool.spare_boots:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(pool.spares)} of {pool.target_spares} spares booted within "
+                    f"{timeout} s; the host may be overloaded (see stats()['pool'])"
+                )
+            await asyncio.sleep(0.005)
+
     def evict(self, tenant_id: str, reason: str = "manual") -> bool:
         """End every sandbox of the tenant, busy or idle (calls running in them fail with
         `SandboxCrashed`); its next call rehydrates it. False when it had none."""

@@ -6,6 +6,15 @@ Host side only. Imported by the CLI and by hosts that want the daemon in their o
 
 from __future__ import annotations
 
+from dynworkers.runtime.daemon.client import (
+    AsyncControlClient,
+    ControlClient,
+    ControlError,
+    ControlInvalid,
+    ControlNotFound,
+    ControlUnauthorized,
+    ControlUnavailable,
+)
 from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
 from dynworkers.runtime.daemon.deployments import InvalidTenant
 from dynworkers.runtime.daemon.server import Daemon
@@ -18,9 +27,17 @@ __all__ = [
     "load_config",
     # what a dispatcher module receives
     "HostBindings",
+    # the control API's client (the CLI's)
+    "ControlClient",
+    "AsyncControlClient",
     # errors
     "ConfigError",
     "InvalidTenant",
     "UnknownTenant",
     "DeployRefused",
+    "ControlError",
+    "ControlInvalid",
+    "ControlNotFound",
+    "ControlUnavailable",
+    "ControlUnauthorized",
 ]

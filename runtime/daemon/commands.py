@@ -1,13 +1,24 @@
-"""The daemon's subcommands of `dynworkers`: serve, and the control API's wrappers.
+"""The daemon's subcommands of `dynworkers`: serve, init, and the control API's wrappers.
 
-Host side, in the CLI's main thread. `serve` runs the daemon until SIGTERM; the others talk to a
-running daemon's control API (its address and token come from the same config as the daemon's:
-dynworkers.toml, DYNWORKERS_* variables, or --url and --token) and print tables where a person
-reads them, JSON with --json.
+Host side, in the CLI's main thread. `serve` runs the daemon until SIGTERM; `init NAME` writes a
+tenant directory to start from (runtime.daemon.scaffold); the others talk to a running daemon's
+control API through the public client (runtime.daemon.client: --url, else DYNWORKERS_URL, else
+the live daemon's `<state_dir>/daemon.json`, else the config's control address; the token from
+--token or the config) and print tables where a person reads them, JSON with --json. Under
+--json a failure is JSON too, on stdout: {"error", "message", "kind", "status", ...}.
 
-Exit status: 0 done, 1 the daemon refused or is not there (its message is printed), 2 bad
-arguments or config, or `serve` could not start (the state directory is in use by another daemon,
-read-only or full; the port is taken): one line on stderr saying what to do.
+Exit status, by kind (the same for every subcommand):
+
+    0  done
+    1  refused: the daemon refused the operation (an instance's status forbids it, a dispatcher
+       owns the code) or failed on it
+    2  invalid: bad arguments, config, JSON or code (400, 413, 422); or `serve` could not start
+       (the state directory is in use, read-only or full; the address is taken): one line on
+       stderr saying what to do
+    3  not found: no such tenant or instance (404)
+    4  unavailable: no daemon answers at the address, or it is draining or its store refuses
+       writes (503)
+    5  unauthorized: the daemon refused the control token (401)
 """
 
 from __future__ import annotations
@@ -23,34 +34,76 @@ from pathlib import Path
 from typing import Any
 
 from dynworkers.engine import EngineError, StoreError
-from dynworkers.runtime.daemon.client import ControlClient, ControlError
-from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig, load_config
+from dynworkers.runtime.daemon.client import (
+    URL_VARIABLE,
+    ControlClient,
+    ControlError,
+    ControlInvalid,
+)
+from dynworkers.runtime.daemon.config import (
+    ENV_PREFIX,
+    FIELDS,
+    ConfigError,
+    DaemonConfig,
+    load_config,
+)
 from dynworkers.runtime.daemon.deployments import read_directory
 from dynworkers.runtime.errors import DynworkersError
 
-SERVE_FLAGS = ("tenants", "host", "port", "state_dir", "control_host", "control_port", "store")
+#: serve's flags: the setting each one sets, and what it is
+SERVE_FLAGS = {
+    "tenants": "the code directory: <dir>/<tenant>/*.py",
+    "host": "address of the tenant front door",
+    "port": "port of the tenant front door (0 picks a free one)",
+    "state_dir": "KV, compile cache, deployed code, the SQLite store",
+    "control_host": "address of the control API",
+    "control_port": "port of the control API (0 picks a free one)",
+    "store": "sqlite:///path.db or postgresql://user@host/database",
+}
+
+
+def setting_help(name: str, what: str) -> str:
+    """Help text naming the setting and its environment variable, with the default."""
+    default = "sqlite:///<state_dir>/engine.db" if name == "store" else FIELDS[name].default
+    shown = f"default {default}" if default not in ("", None) else "no default"
+    return f"{what} (setting {name}, {ENV_PREFIX}{name.upper()}; {shown})"
 
 
 def add_commands(commands: Any) -> None:
-    serve = commands.add_parser("serve", help="run the daemon (HTTP front door + control API)")
-    serve.add_argument("--config", help="TOML config file (default: ./dynworkers.toml if present)")
-    serve.add_argument("--tenants", help="code directory: <dir>/<tenant>/*.py")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--state-dir")
-    serve.add_argument("--control-host")
-    serve.add_argument("--control-port", type=int)
-    serve.add_argument("--store", help="sqlite:///path.db or postgresql://user@host/database")
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon (HTTP front door + control API)",
+        description="Flags override DYNWORKERS_* variables, which override the config file.",
+    )
+    serve.add_argument(
+        "--config",
+        help="TOML config file (DYNWORKERS_CONFIG; default ./dynworkers.toml if present)",
+    )
+    for name, what in SERVE_FLAGS.items():
+        kind = int if FIELDS[name].type == "int" else None
+        serve.add_argument("--" + name.replace("_", "-"), type=kind, help=setting_help(name, what))
     from dynworkers.runtime.daemon import dev
 
     dev.add_command(commands)
 
     def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--config", help="the daemon's TOML config, for its address")
-        parser.add_argument("--url", help="control API URL (default from the config)")
-        parser.add_argument("--token", help="control token (default from the config)")
-        parser.add_argument("--json", action="store_true", help="print the JSON answer")
+        parser.add_argument(
+            "--url",
+            help=f"control API URL (default: {URL_VARIABLE}, else the running daemon's "
+            "<state_dir>/daemon.json, else control_host:control_port from the config)",
+        )
+        parser.add_argument(
+            "--token", help="control token (default: control_token from the config)"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the JSON answer (errors too, on stdout)"
+        )
         return parser
+
+    init = commands.add_parser("init", help="write a tenant directory to start from")
+    init.add_argument("name", help="the tenant id: a DNS label ([a-z0-9-], up to 63)")
+    init.add_argument("--dir", default=".", help="where to create NAME/ (default: here)")
 
     tenants = commands.add_parser("tenants", help="deploy and list tenant code")
     verbs = tenants.add_subparsers(dest="verb", required=True)
@@ -61,6 +114,10 @@ def add_commands(commands: Any) -> None:
     client_options(verbs.add_parser("list", help="tenants and their versions"))
     show = client_options(verbs.add_parser("show", help="a tenant's deployment history"))
     show.add_argument("tenant")
+    delete = client_options(
+        verbs.add_parser("delete", help="stop serving a tenant (its KV and instances stay)")
+    )
+    delete.add_argument("tenant")
 
     workflows = commands.add_parser("workflows", help="a tenant's workflow instances")
     verbs = workflows.add_subparsers(dest="verb", required=True)
@@ -126,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
             return dev.run(args)
         if args.command in ("export", "import"):
             return _transfer(args)
+        if args.command == "init":
+            from dynworkers.runtime.daemon.scaffold import init
+
+            return init(args.name, Path(args.dir))
         return _client_command(args)
     except ConfigError as exc:
         print(f"dynworkers: {exc}", file=sys.stderr)
@@ -217,34 +278,34 @@ def _counted(counts: Any) -> str:
 # --- the control API's wrappers ------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> ControlClient:
-    config = load_config(args.config)
-    url = args.url or f"http://{config.control_host}:{config.control_port}"
-    return ControlClient(url, args.token if args.token is not None else config.control_token)
-
-
 def _json_arg(text: str, name: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"dynworkers: {name} is not valid JSON: {exc}") from None
+        raise ControlInvalid(f"{name} is not valid JSON: {exc}") from None
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    client = _client(args)
     name = args.command if args.command in ("stats", "logs") else f"{args.command} {args.verb}"
     try:
+        try:
+            client = ControlClient.discover(args.url, args.token, args.config)
+        except ConfigError as exc:
+            raise ControlInvalid(str(exc)) from None
         if name == "logs":
             return _logs(client, args)
         answer = COMMANDS[name](client, args)
     except ControlError as exc:
+        if args.json:
+            print(json.dumps(exc.as_json(), indent=2))
+            return exc.exit_code
         print(f"dynworkers: {exc}", file=sys.stderr)
         for problem in exc.answer.get("errors", []):
             where = problem["module"] + (f":{problem['line']}" if problem.get("line") else "")
             print(f"  {where}: {problem['message']}", file=sys.stderr)
         for line in exc.answer.get("traceback", []):
             print(f"  {line}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
@@ -255,68 +316,52 @@ def _client_command(args: argparse.Namespace) -> int:
 def _put(client: ControlClient, args: argparse.Namespace) -> Any:
     folder = Path(args.directory)
     if not folder.is_dir():
-        raise ControlError(0, {}, f"{folder} is not a directory of .py modules")
+        raise ControlInvalid(f"{folder} is not a directory of .py modules")
     modules = read_directory(folder)
     if not modules:
-        raise ControlError(0, {}, f"{folder} holds no .py modules")
-    body: dict[str, Any] = {"modules": modules}
-    if args.main:
-        body["main_module"] = args.main
-    return client.call("PUT", f"/_/tenants/{args.tenant}", body)
-
-
-def _workflows(args: argparse.Namespace) -> str:
-    return f"/_/tenants/{args.tenant}/workflows"
+        raise ControlInvalid(f"{folder} holds no .py modules")
+    return client.deploy(args.tenant, modules, args.main)
 
 
 def _status(client: ControlClient, args: argparse.Namespace) -> Any:
-    path = f"{_workflows(args)}/{args.id}"
-    answer = client.get(path)
+    answer = client.status(args.tenant, args.id)
     while args.wait and answer["status"] not in ("complete", "errored", "terminated"):
         print(f"  {time.strftime('%H:%M:%S')}  {answer['status']}", file=sys.stderr)
         time.sleep(1.0)
-        answer = client.get(path)
+        answer = client.status(args.tenant, args.id)
     return answer
 
 
 def _operate(client: ControlClient, args: argparse.Namespace) -> Any:
-    body = {"from_step": args.from_step} if getattr(args, "from_step", None) else None
-    return client.call("POST", f"{_workflows(args)}/{args.id}/{args.verb}", body)
-
-
-def _list_instances(client: ControlClient, args: argparse.Namespace) -> Any:
-    query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
-    return client.get(_workflows(args) + query)
+    if args.verb == "restart":
+        return client.restart(args.tenant, args.id, args.from_step or None)
+    return getattr(client, args.verb)(args.tenant, args.id)
 
 
 COMMANDS: dict[str, Callable[[ControlClient, argparse.Namespace], Any]] = {
     "tenants put": _put,
-    "tenants list": lambda client, args: client.get("/_/tenants"),
-    "tenants show": lambda client, args: client.get(f"/_/tenants/{args.tenant}"),
-    "workflows list": _list_instances,
-    "workflows create": lambda client, args: client.call(
-        "POST", _workflows(args), {"id": args.id, "params": _json_arg(args.params, "--params")}
+    "tenants list": lambda client, args: client.tenants(),
+    "tenants show": lambda client, args: client.tenant(args.tenant),
+    "tenants delete": lambda client, args: client.delete_tenant(args.tenant),
+    "workflows list": lambda client, args: client.instances(args.tenant, args.status, args.limit),
+    "workflows create": lambda client, args: client.create(
+        args.tenant, _json_arg(args.params, "--params"), args.id
     ),
     "workflows status": _status,
     "workflows history": lambda client, args: client.get(
         f"/_/tenants/{args.tenant}/instances/{args.id}/history"
     ),
-    "workflows send-event": lambda client, args: client.call(
-        "POST",
-        f"{_workflows(args)}/{args.id}/events",
-        {"type": args.type, "payload": _json_arg(args.payload, "--payload")},
+    "workflows send-event": lambda client, args: client.send_event(
+        args.tenant, args.id, args.type, _json_arg(args.payload, "--payload")
     ),
     **{f"workflows {verb}": _operate for verb in ("pause", "resume", "terminate", "restart")},
-    "stats": lambda client, args: client.get("/_/stats"),
+    "stats": lambda client, args: client.stats(),
 }
 
 
 def _logs(client: ControlClient, args: argparse.Namespace) -> int:
-    follow = "1" if args.follow else "0"
     try:
-        for line in client.events(
-            f"/_/tenants/{args.tenant}/logs?tail={args.tail}&follow={follow}"
-        ):
+        for line in client.logs(args.tenant, args.tail, args.follow):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.get("ts", 0)))
             if args.json:
                 print(json.dumps(line), flush=True)
@@ -330,9 +375,11 @@ def _logs(client: ControlClient, args: argparse.Namespace) -> int:
 # --- printing ------------------------------------------------------------------------------------
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
+def _table(rows: list[list[str]], header: list[str] | None) -> None:
+    """Columns padded to their widest cell; the header line first, when there is one."""
+    lines = rows if header is None else [header, *rows]
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(lines[0]))]
+    for row in lines:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
@@ -356,6 +403,10 @@ def _print_put(answer: dict[str, Any]) -> None:
         f"{verb} {answer['tenant']} version {answer['version']} "
         f"({len(answer['modules'])} module(s), main {answer['main_module']})"
     )
+
+
+def _print_deleted(answer: dict[str, Any]) -> None:
+    print(f"deleted {answer['tenant']} (it served version {answer['version']})")
 
 
 def _print_tenants(answer: dict[str, Any]) -> None:
@@ -441,7 +492,7 @@ def _print_stats(answer: dict[str, Any]) -> None:
         ["requests in flight", str(answer.get("daemon", {}).get("in_flight", 0))],
         ["uptime s", str(answer["uptime_s"])],
     ]
-    _table(rows, ["", ""])
+    _table(rows, None)
 
 
 def _percentiles(figures: dict[str, float]) -> str:
@@ -452,6 +503,7 @@ PRINTERS: dict[str, Callable[[Any], None]] = {
     "tenants put": _print_put,
     "tenants list": _print_tenants,
     "tenants show": _print_history,
+    "tenants delete": _print_deleted,
     "workflows list": _print_instances,
     "workflows history": _print_instance_history,
     "stats": _print_stats,

@@ -24,6 +24,10 @@ DEFAULT_FILE = "dynworkers.toml"
 ENV_PREFIX = "DYNWORKERS_"
 #: the environment variable naming the config file, the same as --config
 CONFIG_VARIABLE = "DYNWORKERS_CONFIG"
+#: DYNWORKERS_* variables that are not settings: the CLI's own (the control API's URL)
+NOT_SETTINGS = frozenset({CONFIG_VARIABLE, "DYNWORKERS_URL"})
+#: how a boolean setting is spelt in the environment or on the command line
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(DynworkersError, ValueError):
@@ -52,6 +56,10 @@ class DaemonConfig:
     store: str = ""
     #: also route by Host header: <tenant>.<domain> reaches the tenant with the whole path
     domain: str = ""
+    #: behind a proxy: take the scheme and host of the tenant's request URL from the
+    #: X-Forwarded-Proto and X-Forwarded-Host headers (turn on only when every request comes
+    #: through a proxy that sets them, or a client could choose the URL its tenant sees)
+    trust_forwarded: bool = False
     #: request bodies over this many bytes get 413
     max_body_bytes: int = 1 << 20
     #: seconds SIGTERM waits, in all, for requests in flight; one still running then gets 503
@@ -143,15 +151,21 @@ def _typed(name: str, value: object, source: str, parse: bool = True) -> object:
         known = ", ".join(sorted(FIELDS))
         raise ConfigError(f"unknown setting {name!r} in {source}; known settings: {known}")
     kind = FIELDS[name].type
-    if parse and isinstance(value, str) and kind != "str":  # from the environment or a flag
+    if parse and isinstance(value, str) and kind == "bool":
+        if value.lower() not in TRUE + FALSE:
+            raise ConfigError(
+                f"{name} in {source} must be true or false (1/0, yes/no, on/off), got {value!r}"
+            )
+        value = value.lower() in TRUE
+    elif parse and isinstance(value, str) and kind != "str":  # from the environment or a flag
         try:
             value = int(value) if kind == "int" else float(value)
         except ValueError:
             raise ConfigError(f"{name} in {source} must be a number, got {value!r}") from None
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    expected = {"str": str, "int": int, "float": float}[str(kind)]
-    if isinstance(value, bool) or not isinstance(value, expected):
+    expected = {"str": str, "int": int, "float": float, "bool": bool}[str(kind)]
+    if isinstance(value, bool) != (kind == "bool") or not isinstance(value, expected):
         raise ConfigError(
             f"{name} in {source} must be {kind}, got {type(value).__name__} {value!r}"
         )
@@ -172,7 +186,7 @@ def _read_file(path: Path) -> dict[str, object]:
 def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
     settings = {}
     for variable, value in environ.items():
-        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_VARIABLE:
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
             continue
         name = variable.removeprefix(ENV_PREFIX).lower()
         settings[name] = _typed(name, value, f"the environment ({variable})")

@@ -12,6 +12,8 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
     GET  /_/tenants                                       tenants and their served versions
     PUT  /_/tenants/{t}            {"modules": {...}, "main_module"?}    deploy (compile first)
     GET  /_/tenants/{t}                                   the tenant's deployment history
+    DELETE /_/tenants/{t}                                 stop serving it (its KV, instances and
+                                                          versions stay)
     GET  /_/tenants/{t}/logs?tail=N&follow=0|1            its log lines (server-sent events)
     GET  /_/tenants/{t}/workflows?status=&limit=          its workflow instances
     POST /_/tenants/{t}/workflows  {"id"?, "params"?}     create an instance
@@ -21,14 +23,17 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
     POST /_/tenants/{t}/workflows/{id}/{pause,resume,terminate,restart}  (restart: {"from_step"?})
 
 Workflow operations go through the tenant's own `env.WORKFLOWS` binding, so the API sees exactly
-the instances the tenant sees, by the ids the tenant knows. Bad input is 400 naming the problem,
-an unknown tenant or instance 404, an operation the instance's status refuses 409, code that does
-not compile 422 with every error (the served version stays), and so does a module whose name or
-source is not valid Unicode (a lone surrogate). JSON nested deeper than `MAX_DEPTH` is 400. A body
-not sent within `body_timeout` is 408. A store or disk that fails a write (full, read-only, I/O
-error) is 503 `StoreUnavailable` with the reason, and /readyz says so until writes succeed again;
-nothing is half-done: the store commits all of an operation or none of it. Any other failure
-is the host's: one ERROR line with its traceback in the daemon's log, and a 500 `HostError`.
+the instances the tenant sees, by the ids the tenant knows. Bad input is 400 naming the problem, an
+unknown tenant or instance 404, an operation the instance's status refuses 409, code that does not
+compile 422 with every error (the served version stays), and so does a module whose name or source
+is not valid Unicode (a lone surrogate), or that imports a module the policy does not offer.
+Creating an instance for a tenant whose current code has no `TenantWorkflow` is 422
+`NoWorkflowClass`; listing instances with a status that does not exist is 400. JSON nested deeper
+than `MAX_DEPTH` is 400. A body not sent within `body_timeout` is 408. A store or disk that fails a
+write (full, read-only, I/O error) is 503 `StoreUnavailable` with the reason, and /readyz says so
+until writes succeed again; nothing is half-done: the store commits all of an operation or none of
+it. Any other failure is the host's: one ERROR line with its traceback in the daemon's log, and a
+500 `HostError`.
 """
 
 from __future__ import annotations
@@ -53,11 +58,12 @@ from dynworkers.engine import (
     StoreError,
     wrap_workflow_binding,
 )
+from dynworkers.engine.engine import STATUSES  # not in engine's surface; engine/ is not ours
 from dynworkers.loader import CompileError, InvalidWorkerCode
 from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import InvalidTenant, check_tenant_id
 from dynworkers.runtime.daemon.front import compile_errors, error
-from dynworkers.runtime.daemon.tenants import DeployRefused, UnknownTenant
+from dynworkers.runtime.daemon.tenants import DeployRefused, NoWorkflowClass, UnknownTenant
 from dynworkers.runtime.state_dir import probe
 
 if TYPE_CHECKING:
@@ -170,6 +176,7 @@ class ControlAPI:
         add("GET", "/_/tenants", self.list_tenants)
         add("PUT", "/_/tenants/{tenant}", self.put_tenant)
         add("GET", "/_/tenants/{tenant}", self.tenant_history)
+        add("DELETE", "/_/tenants/{tenant}", self.delete_tenant)
         add("GET", "/_/tenants/{tenant}/logs", self.logs)
         add("GET", "/_/tenants/{tenant}/workflows", self.list_instances)
         add("POST", "/_/tenants/{tenant}/workflows", self.create_instance)
@@ -187,8 +194,19 @@ class ControlAPI:
         token = self.daemon.config.control_token
         if token and request.path not in ("/healthz", "/readyz"):
             given = request.headers.get("Authorization", "")
+            if not given:
+                return error(
+                    401,
+                    "Unauthorized",
+                    "this daemon needs its control token: send Authorization: Bearer <token>",
+                )
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error(401, "Unauthorized", "send Authorization: Bearer <control_token>")
+                return error(
+                    401,
+                    "Unauthorized",
+                    "the control token sent was refused: send Authorization: Bearer <token> "
+                    "with the daemon's control_token",
+                )
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -209,11 +227,19 @@ class ControlAPI:
             return error(404, "InstanceNotFound", str(exc))
         except (InvalidTransition, InstanceExists, DeployRefused) as exc:
             return error(409, type(exc).__name__, str(exc))
+        except NoWorkflowClass as exc:
+            return error(422, "NoWorkflowClass", str(exc))
         except CompileError as exc:
+            served = self.daemon.tenants.served(request.match_info.get("tenant", ""))
             return error(
                 422,
                 "CompileError",
-                "the code did not compile; the version served before keeps serving",
+                "the code did not compile; "
+                + (
+                    f"version {served} keeps serving"
+                    if served
+                    else "nothing was deployed (the tenant had no working version)"
+                ),
                 errors=compile_errors(exc),
             )
         except EngineClosed as exc:
@@ -341,6 +367,11 @@ class ControlAPI:
             {"tenant": tenant, "changed": changed, **version.describe()}, status=status
         )
 
+    async def delete_tenant(self, request: web.Request) -> web.Response:
+        tenant = self._known(request)
+        version = await self.daemon.tenants.delete(tenant)
+        return web.json_response({"tenant": tenant, "deleted": True, "version": version})
+
     async def tenant_history(self, request: web.Request) -> web.Response:
         tenant = self._known(request)
         current = self.daemon.tenants.deployments.current.get(tenant)
@@ -375,6 +406,8 @@ class ControlAPI:
     async def list_instances(self, request: web.Request) -> web.Response:
         tenant = self._known(request)
         status = request.query.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise BadRequest(f"no instance status {status!r}: use one of {', '.join(STATUSES)}")
         limit = _int_query(request, "limit", 100, MAX_LIST)
         records = await self.daemon.engine.store.list_instances(
             tenant=tenant, status=status, limit=limit
@@ -403,6 +436,7 @@ class ControlAPI:
         unknown = set(body) - {"id", "params"}
         if unknown:
             raise BadRequest(f"unknown field(s) {sorted(unknown)}: send id and params")
+        self.daemon.tenants.check_workflow_class(tenant)
         instance_id = await self._call(tenant, "create", body.get("id"), body.get("params"))
         return web.json_response({"tenant": tenant, "id": instance_id}, status=201)
 

@@ -132,6 +132,8 @@ class Deployments:
         self.fresh = True
         #: read `.dev.vars` beside a wrangler file (`dynworkers dev` only)
         self.dev = False
+        #: what the last `scan` could not read: folder names (or the directory itself), and why
+        self.refused: dict[str, str] = {}
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -184,12 +186,14 @@ class Deployments:
     def scan(self) -> tuple[list[Version], list[str]]:
         """Versions the code directory wants deployed (changed since last read), and tenants
         whose directory is gone while their served version came from it."""
+        self.refused = {}
         if self.directory is None:
             return [], []
         if not self.directory.is_dir():
             log.warning(
                 "code directory %s does not exist; serving deployed code only", self.directory
             )
+            self.refused[str(self.directory)] = "the code directory does not exist"
             return [], []
         changed, present = [], set()
         for folder in sorted(self.directory.iterdir()):
@@ -201,9 +205,11 @@ class Deployments:
                 version = self.prepare(tenant, modules, None, "directory")
             except InvalidTenant as exc:
                 log.error("code directory: %s", exc)
+                self.refused[folder.name] = str(exc)
                 continue
             except OSError as exc:
                 log.error("code directory: cannot read %s: %s", folder, exc)
+                self.refused[folder.name] = f"cannot be read: {exc}"
                 continue
             present.add(tenant)
             if self._from_directory.get(tenant) != version.version:

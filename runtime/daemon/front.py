@@ -4,7 +4,11 @@ Host side, an aiohttp application on the daemon's event loop. `/<tenant>/<path>`
 `<tenant>` with the URL `http://<host>/<path>` (the tenant sees itself at the root); with a
 `domain` configured, a request whose Host is `<tenant>.<domain>` reaches it with its whole path.
 The header `X-Forwarded-Prefix` tells the tenant where it is mounted (`/<tenant>` or empty), so
-it can build its own links.
+it can build its own links. With `trust_forwarded` on (the daemon behind a proxy), the scheme and
+host of that URL, and the Host that `domain` routing reads, come from the first value of
+`X-Forwarded-Proto` (http or https) and `X-Forwarded-Host`; a value that is not a scheme or a
+host is ignored. Off (the default), those headers reach the tenant as any other header and
+change nothing, so a client cannot choose the URL its tenant sees.
 Nothing here serves the control API: `/_/` and every other path that names no valid tenant is 404.
 
 Every failure stays with its request and its tenant:
@@ -58,6 +62,8 @@ HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
 INVALID_HEADER = "InvalidHeader"
 #: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
 PREFIX_HEADER = "x-forwarded-prefix"
+#: what a forwarded host may be: a DNS name or an IP literal, with an optional port
+FORWARDED_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 DispatchObserver = Callable[[float, int], None]
 TenantErrorSink = Callable[[str, TenantError], None]
 
@@ -81,8 +87,10 @@ class FrontDoor:
         observe: DispatchObserver | None = None,
         tenant_error: TenantErrorSink | None = None,
         body_timeout: float = 30.0,
+        trust_forwarded: bool = False,
     ) -> None:
         self.tenants = tenants
+        self.trust_forwarded = trust_forwarded
         self.max_body_bytes = max_body_bytes
         self.domain = domain
         self.observe = observe
@@ -100,10 +108,22 @@ class FrontDoor:
         app.router.add_route("*", "/{path:.*}", self.handle)
         return app
 
+    def origin(self, request: web.Request) -> tuple[str, str]:
+        """(scheme, host) of the request as its client sent it: the forwarded ones when trusted."""
+        scheme, host = request.scheme, request.host
+        if self.trust_forwarded:
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+            forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+            if FORWARDED_HOST.match(forwarded):
+                host = forwarded
+        return scheme, host
+
     def route(self, request: web.Request) -> tuple[str | None, str, str]:
         """(tenant, path the tenant sees, prefix it is mounted at) for a request."""
         if self.domain:
-            host = (request.host or "").split(":", 1)[0].lower()
+            host = (self.origin(request)[1] or "").split(":", 1)[0].lower()
             suffix = "." + self.domain
             if host.endswith(suffix):
                 return host.removesuffix(suffix), request.raw_path, ""
@@ -159,7 +179,8 @@ class FrontDoor:
                 f"the request body is over the limit of {self.max_body_bytes} bytes "
                 "(max_body_bytes in the daemon's config)",
             )
-        url = f"{request.scheme}://{request.host}{path}"
+        scheme, host = self.origin(request)
+        url = f"{scheme}://{host}{path}"
         headers = CIMultiDict(request.headers)
         headers[PREFIX_HEADER] = prefix  # where the tenant is mounted, for its own links
         return await self._dispatch(tenant, request.method, url, headers, body)

@@ -55,7 +55,7 @@ from dynworkers.runtime.daemon.front import FrontDoor
 from dynworkers.runtime.daemon.logs import TenantLogs
 from dynworkers.runtime.daemon.prometheus import DaemonMetrics
 from dynworkers.runtime.daemon.tenants import Tenants
-from dynworkers.runtime.errors import TenantError
+from dynworkers.runtime.errors import DynworkersError, TenantError
 from dynworkers.runtime.supervisor import Supervisor, SupervisorConfig
 
 log = logging.getLogger("dynworkers.daemon")
@@ -66,6 +66,10 @@ WORKFLOW = "tenants"
 CONTROL_CONNECTIONS = 128
 #: seconds, past the drain, to write the 503s and close connections
 ANSWER_GRACE = 1.0
+
+
+class ListenError(DynworkersError, OSError):
+    """A listener could not bind its address; the message names the address and the setting."""
 
 
 def supervisor_config(config: DaemonConfig) -> SupervisorConfig:
@@ -106,6 +110,7 @@ class Daemon:
             observe=self.metrics.observe_dispatch,
             tenant_error=self.logs.tenant_error,
             body_timeout=config.body_timeout,
+            trust_forwarded=config.trust_forwarded,
         )
         self.control = ControlAPI(self)
         #: runs the tenants' cron triggers (runtime.daemon.crons), from start() on
@@ -190,7 +195,17 @@ class Daemon:
         )
         await runner.setup()
         site = GuardedSite(runner, host, port, guard)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            setting = "port" if name == "front" else "control_port"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(
+                f"cannot listen on {host}:{port} for the {name} listener: {reason} (set "
+                f"{setting}, DYNWORKERS_{setting.upper()} or --{setting.replace('_', '-')} to a "
+                "free port, or stop what holds it)"
+            ) from None
         self.guards[name] = guard
         self._runners.append(runner)
         sockets = runner.addresses
@@ -243,12 +258,20 @@ class Daemon:
                 config = self.config
             self._apply(config)
         report = await self.tenants.reload()
-        log.info(
-            "reloaded: deployed %s; failed %s; removed %s",
-            report["deployed"] or "none",
-            report["failed"] or "none",
-            report["removed"] or "none",
-        )
+        done = [
+            f"{verb} {', '.join(report[key])}"
+            for key, verb in (("deployed", "deployed"), ("removed", "removed"))
+            if report[key]
+        ]
+        if report["failed"]:
+            log.error(
+                "reloaded: %s; not deployed: %s (see the errors above; the "
+                "versions served before keep serving)",
+                "; ".join(done) or "nothing changed",
+                ", ".join(report["failed"]),
+            )
+        else:
+            log.info("reloaded: %s", "; ".join(done) or "nothing changed")
 
     def _apply(self, config: DaemonConfig) -> None:
         old = dataclasses.asdict(self.config)

@@ -12,11 +12,19 @@ defaults). Its workflow instances run its `TenantWorkflow` class (or the class n
 
 Errors: `UnknownTenant` (404), `loader.CompileError` (the tenant's code does not compile; the
 version served before, if any, keeps serving), `InvalidTenant`, `DeployRefused` (a dispatcher
-module owns the code).
+module owns the code), `NoWorkflowClass` (a workflow asked of a tenant whose current code
+defines no `TenantWorkflow` at the top of its main module: checked from the source, before
+anything is created, so the instance does not error at its first wake-up).
+
+`delete(tenant)` stops serving a tenant deployed through the API or the code directory: its
+sandboxes end, its versions and history stay on disk (a later deploy is the next entry), its KV
+and workflow instances stay in the store. An unchanged code directory does not bring it back;
+a changed one (or a new deploy) does.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
 import importlib.util
@@ -60,6 +68,28 @@ class UnknownTenant(DynworkersError, LookupError):
 
 class DeployRefused(DynworkersError):
     """Code cannot be deployed through the daemon: a dispatcher module is its source."""
+
+
+class NoWorkflowClass(DynworkersError, ValueError):
+    """The tenant's current code defines no workflow class, so an instance could never run."""
+
+
+def top_level_names(source: str) -> set[str]:
+    """Names a module binds at its top level: classes, functions, assignments, imports."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
 
 
 class HostBindings:
@@ -304,7 +334,11 @@ class Tenants:
                 self._forget(tenant)
             return {"deployed": [], "failed": [], "removed": []}
         changed, gone = self.deployments.scan()
-        report: dict[str, list[str]] = {"deployed": [], "failed": [], "removed": gone}
+        report: dict[str, list[str]] = {
+            "deployed": [],
+            "failed": list(self.deployments.refused),  # folders that are not a tenant
+            "removed": gone,
+        }
         new_host = self.shared is not None and self.deployments.fresh
         self.deployments.fresh = False
         for version in changed:
@@ -339,6 +373,44 @@ class Tenants:
             self.deployments.remove(tenant)
             self._forget(tenant)
         return report
+
+    def served(self, tenant: str) -> str | None:
+        """The version of the tenant that compiles and is served, if any."""
+        version = self.deployments.current.get(tenant)
+        if version is None:
+            return None
+        broken = self.broken.get(tenant)
+        return None if broken is not None and broken[0] == version.version else version.version
+
+    def check_workflow_class(self, tenant: str) -> None:
+        """NoWorkflowClass unless the tenant's current main module defines `TenantWorkflow`
+        (a dispatcher's tenants are not checked: their code is known only once loaded)."""
+        version = self.deployments.current.get(tenant)
+        if self.dispatcher is not None or version is None:
+            return
+        if WORKFLOW_CLASS not in top_level_names(version.modules[version.main_module]):
+            raise NoWorkflowClass(
+                f"tenant {tenant!r} (version {version.version}) has no workflow class: its "
+                f"main module {version.main_module!r} defines no {WORKFLOW_CLASS}; add `class "
+                f"{WORKFLOW_CLASS}(WorkflowEntrypoint)` with a run(self, event, step) method and "
+                "deploy again"
+            )
+
+    async def delete(self, tenant: str) -> str:
+        """Stop serving `tenant` (see the module doc); the version it served."""
+        self._refuse_with_dispatcher()
+        version = self.deployments.current.get(tenant)
+        if version is None:
+            raise UnknownTenant(f"no tenant {tenant!r} is deployed")
+        if self.shared is not None:
+            await self.shared.unpublish(tenant)
+        else:
+            # replicated=True keeps the code directory's mark: an unchanged directory does not
+            # deploy it again at the next SIGHUP or start, a changed one does
+            self.deployments.remove(tenant, replicated=True)
+        self._forget(tenant)
+        self.supervisor.evict(tenant)
+        return version.version
 
     def list(self) -> list[dict[str, Any]]:
         tenants = []

@@ -8,15 +8,19 @@ gathered in one handler are in flight together. The host
 checks the call against this sandbox's capability table; identity is the socket, never a field.
 
 Failures become exceptions raised into tenant code (`CapabilityError`, `BindingError`,
-`FetchError`, `RateLimited`); arguments that are not plain data raise `TypeError` before anything
-is sent, and arguments over the channel's frame limit `PayloadTooLarge` (the host's socket would
-drop such a frame, leaving the call to wait out its deadline). Every frame is checked against the
-limit in `send`, which raises `FrameTooLarge` for the loop to turn into an error reply.
-Console output beyond the policy's per-invocation budget is dropped with one notice.
+`FetchError`, `RateLimited`); a host error whose type is one of `protocol.HOST_ERROR_TYPES`
+(ValueError, KeyError, ...) is raised as that builtin type, a class that is also a `BindingError`,
+so that `except ValueError` and `except BindingError` both catch it; arguments that are not plain
+data raise `TypeError` before anything is sent, and arguments over the channel's frame limit
+`PayloadTooLarge` (the host's socket would drop such a frame, leaving the call to wait out its
+deadline). Every frame is checked against the limit in `send`, which raises `FrameTooLarge` for the
+loop to turn into an error reply. Console output beyond the policy's per-invocation budget is
+dropped with one notice.
 """
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -27,6 +31,20 @@ from dynworkers.runtime import protocol
 from dynworkers.runtime.sandbox import workers
 from dynworkers.sandbox_policy import aio
 from dynworkers.sandbox_policy.namespace import register_safe_type
+
+
+def _host_error_types() -> dict[str, type[workers.BindingError]]:
+    """For each name in HOST_ERROR_TYPES, a class deriving from BindingError and that builtin,
+    named as the builtin, so that the tenant's traceback reads `ValueError: ...`."""
+    made: dict[str, type[workers.BindingError]] = {}
+    for name in sorted(protocol.HOST_ERROR_TYPES):
+        cls = type(name, (workers.BindingError, getattr(builtins, name)), {})
+        cls.__module__ = "workers"
+        made[name] = register_safe_type(cls)
+    return made
+
+
+HOST_ERRORS = _host_error_types()
 
 
 class FrameTooLarge(Exception):
@@ -169,6 +187,8 @@ def _outcome(reply: protocol.BindingReply) -> Any:
         raise workers.CapabilityError(message)
     if error and error.kind == "rate_limit":
         raise workers.RateLimited(message)
+    if error and error.kind == "binding" and error.type_name in HOST_ERRORS:
+        raise HOST_ERRORS[error.type_name](message)
     raise workers.BindingError(message)
 
 

@@ -265,12 +265,18 @@ class TenantCode:
         )
 
     def _plain(self, result: object, is_fetch: bool) -> bytes:
+        if is_fetch and not isinstance(result, workers.Response):
+            hint = " (wrap it: Response.json(...))" if isinstance(result, (dict, list)) else ""
+            raise TenantFailure(
+                protocol.ErrorInfo(
+                    kind="result",
+                    type_name="TypeError",
+                    message=f"fetch() must return a workers.Response, got "
+                    f"{type(result).__name__}{hint}",
+                )
+            )
         try:
-            if is_fetch:
-                if not isinstance(result, workers.Response):
-                    raise TypeError(
-                        f"fetch() must return a workers.Response, got {type(result).__name__}"
-                    )
+            if isinstance(result, workers.Response) and is_fetch:
                 headers = result.headers
                 if type(headers) is not workers.Headers:
                     headers = workers.Headers(headers)

@@ -41,10 +41,28 @@ def test_restricted_code_cannot_import_os_level_modules(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("module", attack_escape.RESTRICTED_MODULES)
+def test_an_import_the_policy_does_not_offer_is_refused_when_loaded(
+    config: Callable[..., Any], module: str
+) -> None:
+    async def main() -> None:
+        async with Supervisor(config()) as sup:
+            source = attack_escape.STATIC_IMPORT.format(module=module)
+            with pytest.raises(CompileError) as caught:
+                await load(sup, "escaper", source)
+            [(where, line, message)] = caught.value.errors
+            assert (where, line) == ("main", 7)
+            assert f"module {module!r} is not allowed" in message and "json" in message
+            await _bystander_works(sup)
+
+    asyncio.run(main())
+
+
 def test_restricted_top_level_import_of_os_fails_specialisation(config: Callable[..., Any]) -> None:
     async def main() -> None:
         async with Supervisor(config()) as sup:
-            stub = await load(sup, "escaper", "import os\n")
+            hidden = "try:\n    import os\nexcept ImportError:\n    raise\n"
+            stub = await load(sup, "escaper", hidden)
             with pytest.raises(SpecialiseError) as caught:
                 await stub.fetch("http://x/")
             assert caught.value.type_name == "ImportError"

@@ -4,6 +4,8 @@ fetch through the host's handler, and the errors each raises inside the tenant."
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from dynworkers.runtime import (
     SandboxTimeout,
     ServiceContext,
     Supervisor,
+    TenantError,
 )
 from tests.runtime.support import load
 from tests.tenants import basic
@@ -38,6 +41,15 @@ class Accounts:
 
     def opaque(self) -> object:
         return object()
+
+    def invalid(self) -> None:
+        raise ValueError("amount must be positive")
+
+    def missing(self) -> None:
+        raise KeyError("account-7")
+
+    def broken(self) -> None:
+        raise RuntimeError("host database password is hunter2")
 
     async def slow(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
@@ -276,3 +288,41 @@ def test_kv_value_over_64_kib_within_the_kv_limit_is_stored(config: Callable[...
             assert await stub.get_entrypoint().get("big") == value
 
     asyncio.run(main())
+
+
+def test_builtin_host_errors_reach_the_tenant_as_their_type_with_their_message(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        async with Supervisor(config()) as sup:
+            env = {"ACCOUNTS": sup.service(Accounts)}
+            entry = (await load(sup, "acme", basic.HOST_ERRORS, env=env)).get_entrypoint()
+            assert await entry.catch("invalid") == ["ValueError", "amount must be positive", True]
+            assert await entry.catch("missing") == ["KeyError", "'account-7'", True]
+            frozen = ["PermissionError", "account 42 is frozen", True]
+            assert await entry.catch("refuse") == frozen
+            with pytest.raises(TenantError) as uncaught:
+                await entry.uncaught()
+            assert uncaught.value.type_name == "ValueError"
+            assert uncaught.value.message == "amount must be positive"
+
+    asyncio.run(main())
+
+
+def test_any_other_host_error_is_opaque_to_the_tenant_and_logged_under_its_id(
+    config: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> list[Any]:
+        async with Supervisor(config()) as sup:
+            env = {"ACCOUNTS": sup.service(Accounts)}
+            stub = await load(sup, "acme", basic.HOST_ERRORS, env=env)
+            return list(await stub.get_entrypoint().catch("broken"))
+
+    with caplog.at_level(logging.ERROR, logger="dynworkers.bindings"):
+        kind, message, _ = asyncio.run(main())
+    assert kind == "BindingError" and "hunter2" not in message
+    error_id = re.search(r"error id ([0-9a-f]{12})", message)
+    assert error_id is not None, message
+    [record] = [r for r in caplog.records if error_id.group(1) in r.getMessage()]
+    assert "'acme'" in record.getMessage() and record.exc_info is not None
+    assert "hunter2" in str(record.exc_info[1])

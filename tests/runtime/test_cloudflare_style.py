@@ -208,3 +208,20 @@ def test_scheduled_handlers_receive_a_controller(config: Callable[..., Any]) -> 
             assert kv.store.get("cron2", "ns", "module-level") == "*/5 * * * *"
 
     asyncio.run(main())
+
+
+def test_a_dict_returned_from_fetch_is_refused_saying_to_wrap_it(
+    config: Callable[..., Any],
+) -> None:
+    source = "def fetch(request, env, ctx):\n    return {'a': 1}\n"
+
+    async def main() -> None:
+        async with Supervisor(config()) as sup:
+            stub = await load(sup, "plain", source)
+            with pytest.raises(TenantError) as caught:
+                await stub.fetch("http://plain/")
+            message = caught.value.message
+            assert message.startswith("fetch() must return a workers.Response, got dict")
+            assert "Response.json" in message and "not plain data" not in message
+
+    asyncio.run(main())

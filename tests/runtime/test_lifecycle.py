@@ -92,3 +92,17 @@ def test_stats_report_pool_latency_hardening_and_loader(config: Callable[..., An
             assert stats["loader"]["compile_cache"]["misses"] == 1
 
     asyncio.run(main())
+
+
+def test_ready_returns_once_the_spares_have_booted_and_a_cold_start_takes_one(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        async with Supervisor(config(spares=2)) as sup:
+            await sup.ready()
+            assert sup.stats()["pool"]["spares"] == 2
+            stub = await load(sup, "acme", basic.GREETER)
+            assert await stub.get_entrypoint("Greeter").ping() == "pong"
+            assert sup.stats()["cold"] == 1  # specialised from a spare, not a fork of its own
+
+    asyncio.run(main())

@@ -101,6 +101,13 @@ SURFACES = {
         "InvalidTenant",
         "UnknownTenant",
         "DeployRefused",
+        "ControlClient",
+        "AsyncControlClient",
+        "ControlError",
+        "ControlInvalid",
+        "ControlNotFound",
+        "ControlUnavailable",
+        "ControlUnauthorized",
     },
     "dynworkers.sandbox_policy": {
         "KNOWN_MODULES",
@@ -182,6 +189,8 @@ TOP_LEVEL = {
     "OsLimits",
     "Daemon",
     "DaemonConfig",
+    "ControlClient",
+    "AsyncControlClient",
     "DynworkersError",
     "TenantError",
     "EntrypointNotFound",
@@ -204,6 +213,7 @@ TOP_LEVEL = {
     "UnknownWorkflow",
     "EngineClosed",
     "PolicyError",
+    "ControlError",
 }
 
 

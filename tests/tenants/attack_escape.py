@@ -9,8 +9,24 @@ import a module the zygote did not already import (`socket` is one), so the sock
 `ctypes`, which the zygote imports, to make the raw system call.
 """
 
-#: `RESTRICTED_IMPORT.format(module=...)`: import at call time, report what happened.
+#: `RESTRICTED_IMPORT.format(module=...)`: import at call time, report what happened. The
+#: `try/except ImportError` hides the import from the deploy-time check (loader.imports), so that
+#: the sandbox's own `__import__` is what refuses it.
 RESTRICTED_IMPORT = """
+from workers import WorkerEntrypoint
+
+
+class Default(WorkerEntrypoint):
+    def attempt(self):
+        try:
+            import {module}
+        except ImportError:
+            raise
+        return "imported"
+"""
+
+#: The same import, plainly: refused when the worker is loaded.
+STATIC_IMPORT = """
 from workers import WorkerEntrypoint
 
 

@@ -281,3 +281,26 @@ class Default(WorkerEntrypoint):
     def ping(self):
         return "pong"
 """
+
+#: Catches a host service's errors by the builtin type the host raised, and reports them.
+HOST_ERRORS = """
+from workers import WorkerEntrypoint, BindingError
+
+
+class Default(WorkerEntrypoint):
+    def catch(self, method):
+        try:
+            getattr(self.env.ACCOUNTS, method)()
+        except KeyError as exc:
+            return ["KeyError", str(exc), isinstance(exc, BindingError)]
+        except PermissionError as exc:
+            return ["PermissionError", str(exc), isinstance(exc, BindingError)]
+        except ValueError as exc:
+            return ["ValueError", str(exc), isinstance(exc, BindingError)]
+        except BindingError as exc:
+            return ["BindingError", str(exc), True]
+        return "no error"
+
+    def uncaught(self):
+        self.env.ACCOUNTS.invalid()
+"""

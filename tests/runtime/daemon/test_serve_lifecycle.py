@@ -133,7 +133,7 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
         broken = tmp_path / "broken"
         write_tenant(tmp_path, "broken", main=programs.BROKEN)
         refused = cli(daemon, "tenants", "put", "pipeline", str(broken))
-        assert refused.returncode == 1
+        assert refused.returncode == 2  # invalid input (422)
         assert "main:4:" in refused.stderr and "main:7:" in refused.stderr
         assert "pipeline" in cli(daemon, "tenants", "list").stdout
         created = cli(daemon, "workflows", "create", "pipeline", "--params", '{"commit": "c0ffee"}')
@@ -155,7 +155,7 @@ def test_the_cli_deploys_runs_and_approves_the_example_pipeline(tmp_path: Path) 
         bad = cli(daemon, "workflows", "create", "pipeline", "--params", "{nope")
         assert bad.returncode != 0 and "not valid JSON" in bad.stderr
         missing = cli(daemon, "workflows", "status", "pipeline", "no-such-id")
-        assert missing.returncode == 1 and "no workflow instance" in missing.stderr
+        assert missing.returncode == 3 and "no workflow instance" in missing.stderr  # not found
     finally:
         assert daemon.stop() == 0
 
