@@ -11,6 +11,9 @@ Failures become error replies: "capability" for a call outside the table, "bindi
 exception in the host code (its type and message only; the host's stack never crosses),
 "rate_limit" for a call over the tenant's rate (`BindingRateLimit`, a token bucket per tenant id,
 shared by all of that tenant's sandboxes, so that a new sandbox does not reset it).
+
+With tracing on (runtime.tracing), the outbound request carries the W3C `traceparent` of the
+binding call's span, so the host's fetch continues the trace of the request that caused it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynworkers.loader import Binding
+from dynworkers.runtime import tracing
 
 
 class KVBinding(Binding):
@@ -122,10 +126,13 @@ class OutboundBinding(Binding):
         self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         method_, url, headers, body = args[0]
+        headers = dict(headers)
+        if tracing.ENABLED:  # the current span (this binding call's) travels with the request
+            tracing.inject(headers)
         request = OutboundRequest(
             method=str(method_),
             url=str(url),
-            headers=dict(headers),
+            headers=headers,
             body=bytes(body),
             tenant_id=tenant_id,
         )
