@@ -10,14 +10,25 @@ Nothing here serves the control API: `/_/` and every other path that names no va
 Every failure stays with its request and its tenant:
 
     body over max_body_bytes      413      unknown tenant        404
-    code does not compile         500 + the compile errors, module and line
-    tenant code raised            500 + the tenant's traceback lines (never the host's)
+    code does not compile         500 + the compile errors, module and line (*)
+    tenant code raised            500 + the tenant's traceback lines, never the host's (*)
     past the deadline             504      sandbox crashed      502
     tenant busy / daemon closing  503      body not sent within body_timeout   408
     invalid response header       502 (a name that is not an HTTP token, a value with CR, LF
                                   or NUL: refused by the sandbox's `Response`, and checked
                                   again here for anything that got past it)
     still running when the drain ends (shutdown)   503
+
+(*) Only with `expose_errors` on. Off (the daemon's default), the answer names the failure
+("TenantError" or "CompileError") and the tenant, and says where to look: the details go to the
+tenant's log stream and the daemon's log, never to whoever sent the request, since a traceback
+shows the tenant's source, file names and the values in it. Turn it on for development.
+
+With `access_log` on, each request is one INFO line on the logger `dynworkers.access` (method,
+path, status, bytes, milliseconds, tenant, client address; as fields in the JSON log format).
+Each answer also reaches `observe(seconds, status, tenant, error)`, the daemon's metrics; the
+tenant is None for a name that is no tenant. With OpenTelemetry installed (runtime.tracing) each
+request is a server span, continuing the caller's trace from its `traceparent` header.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from dynworkers.loader import CompileError
+from dynworkers.runtime import tracing
 from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import TENANT_ID, InvalidTenant
 from dynworkers.runtime.daemon.tenants import Tenants, UnknownTenant
@@ -46,6 +58,7 @@ from dynworkers.runtime.errors import (
 )
 
 log = logging.getLogger("dynworkers.front")
+access = logging.getLogger("dynworkers.access")
 
 #: headers a tenant's response may not set: aiohttp frames the body itself
 HOP_BY_HOP = frozenset(
@@ -58,12 +71,19 @@ HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
 INVALID_HEADER = "InvalidHeader"
 #: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
 PREFIX_HEADER = "x-forwarded-prefix"
-DispatchObserver = Callable[[float, int], None]
+#: keys of the aiohttp request and response mappings: the tenant a request named, the kind of a
+#: failure (for the metrics and the access log)
+TENANT_KEY = "dynworkers.tenant"
+ERROR_KEY = "dynworkers.error"
+#: (seconds, status, tenant or None, error kind or None), once per answered request
+DispatchObserver = Callable[[float, int, str | None, str | None], None]
 TenantErrorSink = Callable[[str, TenantError], None]
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": kind, "message": message, **extra}, status=status)
+    response = web.json_response({"error": kind, "message": message, **extra}, status=status)
+    response[ERROR_KEY] = kind
+    return response
 
 
 def compile_errors(exc: CompileError) -> list[dict[str, Any]]:
@@ -81,6 +101,8 @@ class FrontDoor:
         observe: DispatchObserver | None = None,
         tenant_error: TenantErrorSink | None = None,
         body_timeout: float = 30.0,
+        expose_errors: bool = False,
+        access_log: bool = False,
     ) -> None:
         self.tenants = tenants
         self.max_body_bytes = max_body_bytes
@@ -88,6 +110,9 @@ class FrontDoor:
         self.observe = observe
         self.tenant_error = tenant_error
         self.body_timeout = body_timeout
+        #: tenant tracebacks and compile errors in answers (development), see the docstring
+        self.expose_errors = expose_errors
+        self.access_log = access_log
         self.in_flight = 0
         #: the tasks serving tenant requests, answered 503 by `abort` at the end of a drain
         self._running: set[asyncio.Task[Any]] = set()
@@ -121,7 +146,10 @@ class FrontDoor:
         self.in_flight += 1
         self._running.add(task)
         try:
-            response = await self._answer(request)
+            if tracing.ENABLED:
+                response = await self._traced(request)
+            else:
+                response = await self._answer(request)
         except asyncio.CancelledError:
             if not self.aborting:
                 raise
@@ -136,9 +164,46 @@ class FrontDoor:
             self._running.discard(task)
             if self._idle is not None and not self.in_flight:
                 self._idle.set()
-        if self.observe is not None:
-            self.observe(time.perf_counter() - started, response.status)
+        if self.observe is not None or self.access_log:
+            self._answered(request, response, time.perf_counter() - started)
         return response
+
+    async def _traced(self, request: web.Request) -> web.StreamResponse:
+        with tracing.request_span(request.method, request.path, request.headers) as span:
+            response = await self._answer(request)
+            tracing.answered(span, response.status, request.get(TENANT_KEY))
+            return response
+
+    def _answered(self, request: web.Request, response: web.StreamResponse, took: float) -> None:
+        kind = response.get(ERROR_KEY)
+        tenant = request.get(TENANT_KEY)
+        if kind == "UnknownTenant":
+            tenant = None  # a name that is no tenant: counted in the totals only
+        if self.observe is not None:
+            self.observe(took, response.status, tenant, kind)
+        if self.access_log and access.isEnabledFor(logging.INFO):
+            body = response.body if isinstance(response, web.Response) else None
+            size = len(body) if isinstance(body, bytes | bytearray) else 0
+            ms = round(took * 1000, 3)
+            access.info(
+                '%s "%s %s" %d %d %.1fms',
+                request.remote or "-",
+                request.method,
+                request.path_qs,
+                response.status,
+                size,
+                ms,
+                extra={
+                    "tenant_id": tenant,
+                    "remote": request.remote,
+                    "method": request.method,
+                    "path": request.path_qs,
+                    "status": response.status,
+                    "bytes": size,
+                    "duration_ms": ms,
+                    **({"error": kind} if kind else {}),
+                },
+            )
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         tenant, path, prefix = self.route(request)
@@ -148,6 +213,7 @@ class FrontDoor:
                 "UnknownTenant",
                 f"{request.path!r} names no tenant: send requests to /<tenant>/<path>",
             )
+        request[TENANT_KEY] = tenant
         try:
             body = await read_body(request, self.body_timeout)
         except BodyTimeout as exc:
@@ -173,6 +239,14 @@ class FrontDoor:
         except (UnknownTenant, InvalidTenant) as exc:
             return error(404, "UnknownTenant", str(exc), tenant=tenant)
         except CompileError as exc:
+            if not self.expose_errors:
+                return error(
+                    500,
+                    "CompileError",
+                    f"tenant {tenant!r}'s code does not compile; deploy a fixed version (the "
+                    "errors are in the daemon's log and in the answer to the deploy)",
+                    tenant=tenant,
+                )
             return error(
                 500,
                 "CompileError",
@@ -183,13 +257,20 @@ class FrontDoor:
         except TenantError as exc:
             if self.tenant_error is not None:
                 self.tenant_error(tenant, exc)
-            return error(
-                502 if exc.type_name == INVALID_HEADER else 500,
-                exc.type_name,
-                exc.message,
-                tenant=tenant,
-                traceback=exc.traceback,
-            )
+            details = {"traceback": exc.traceback} if self.expose_errors else {}
+            if exc.type_name == INVALID_HEADER:
+                return error(502, INVALID_HEADER, exc.message, tenant=tenant, **details)
+            if not self.expose_errors:
+                return error(
+                    500,
+                    "TenantError",
+                    f"tenant {tenant!r} raised an uncaught exception; its traceback is in the "
+                    "tenant's log (dynworkers logs TENANT)",
+                    tenant=tenant,
+                )
+            answer = error(500, exc.type_name, exc.message, tenant=tenant, **details)
+            answer[ERROR_KEY] = "TenantError"  # the tenant's own type names are no closed list
+            return answer
         except SandboxTimeout as exc:
             return error(504, "DeadlineExceeded", str(exc), tenant=tenant)
         except SandboxCrashed as exc:
