@@ -34,6 +34,7 @@ request is a server span, continuing the caller's trace from its `traceparent` h
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -71,19 +72,33 @@ HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
 INVALID_HEADER = "InvalidHeader"
 #: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
 PREFIX_HEADER = "x-forwarded-prefix"
-#: keys of the aiohttp request and response mappings: the tenant a request named, the kind of a
-#: failure (for the metrics and the access log)
-TENANT_KEY = "dynworkers.tenant"
-ERROR_KEY = "dynworkers.error"
+
+
+class Served:
+    """What the metrics and the access log learn of one request: the tenant it named, the kind
+    of failure it was answered with. `handle` makes one a request, in a context variable, so
+    that `error()` can note its kind wherever the answer is made."""
+
+    __slots__ = ("error", "tenant")
+
+    def __init__(self) -> None:
+        self.tenant: str | None = None
+        self.error: str | None = None
+
+
+_served: contextvars.ContextVar[Served | None] = contextvars.ContextVar(
+    "dynworkers_served", default=None
+)
 #: (seconds, status, tenant or None, error kind or None), once per answered request
 DispatchObserver = Callable[[float, int, str | None, str | None], None]
 TenantErrorSink = Callable[[str, TenantError], None]
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
-    response = web.json_response({"error": kind, "message": message, **extra}, status=status)
-    response[ERROR_KEY] = kind
-    return response
+    served = _served.get()
+    if served is not None:
+        served.error = kind
+    return web.json_response({"error": kind, "message": message, **extra}, status=status)
 
 
 def compile_errors(exc: CompileError) -> list[dict[str, Any]]:
@@ -145,6 +160,8 @@ class FrontDoor:
         assert task is not None
         self.in_flight += 1
         self._running.add(task)
+        served = Served()
+        token = _served.set(served)
         try:
             if tracing.ENABLED:
                 response = await self._traced(request)
@@ -160,23 +177,26 @@ class FrontDoor:
                 "the daemon stopped before the tenant answered (drain_timeout passed); retry",
             )
         finally:
+            _served.reset(token)
             self.in_flight -= 1
             self._running.discard(task)
             if self._idle is not None and not self.in_flight:
                 self._idle.set()
         if self.observe is not None or self.access_log:
-            self._answered(request, response, time.perf_counter() - started)
+            self._answered(request, response, time.perf_counter() - started, served)
         return response
 
     async def _traced(self, request: web.Request) -> web.StreamResponse:
         with tracing.request_span(request.method, request.path, request.headers) as span:
             response = await self._answer(request)
-            tracing.answered(span, response.status, request.get(TENANT_KEY))
+            served = _served.get()
+            tracing.answered(span, response.status, served.tenant if served else None)
             return response
 
-    def _answered(self, request: web.Request, response: web.StreamResponse, took: float) -> None:
-        kind = response.get(ERROR_KEY)
-        tenant = request.get(TENANT_KEY)
+    def _answered(
+        self, request: web.Request, response: web.StreamResponse, took: float, served: Served
+    ) -> None:
+        kind, tenant = served.error, served.tenant
         if kind == "UnknownTenant":
             tenant = None  # a name that is no tenant: counted in the totals only
         if self.observe is not None:
@@ -213,7 +233,9 @@ class FrontDoor:
                 "UnknownTenant",
                 f"{request.path!r} names no tenant: send requests to /<tenant>/<path>",
             )
-        request[TENANT_KEY] = tenant
+        served = _served.get()
+        if served is not None:
+            served.tenant = tenant
         try:
             body = await read_body(request, self.body_timeout)
         except BodyTimeout as exc:
@@ -269,7 +291,9 @@ class FrontDoor:
                     tenant=tenant,
                 )
             answer = error(500, exc.type_name, exc.message, tenant=tenant, **details)
-            answer[ERROR_KEY] = "TenantError"  # the tenant's own type names are no closed list
+            served = _served.get()
+            if served is not None:  # the tenant's own type names are no closed list
+                served.error = "TenantError"
             return answer
         except SandboxTimeout as exc:
             return error(504, "DeadlineExceeded", str(exc), tenant=tenant)
