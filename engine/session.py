@@ -38,6 +38,7 @@ from dynworkers.engine.store import (
     StoreError,
 )
 from dynworkers.loader import Binding
+from dynworkers.runtime import tracing
 
 if TYPE_CHECKING:
     from dynworkers.engine.engine import Engine
@@ -81,6 +82,7 @@ class StepSession(Binding):
         self._began = 0.0  # perf_counter at the attempt's `begin`, when someone observes steps
         self._attempt_start: float | None = None  # clock time at the attempt's `begin`
         self._control: Any = None
+        self._span: Any = None  # the attempt's span, with tracing on (runtime.tracing)
 
     # --- the grant -------------------------------------------------------------------------------
 
@@ -228,6 +230,9 @@ class StepSession(Binding):
     def _attempt_ended(self, outcome: str) -> None:
         """Tell the engine's step observers how long the attempt in flight took."""
         began, self._began = self._began, 0.0
+        if self._span is not None:
+            tracing.end_step(self._span, outcome)
+            self._span = None
         if began:
             seconds = time.perf_counter() - began
             for observer in self.engine.step_observers:
@@ -256,6 +261,8 @@ class StepSession(Binding):
         self._attempt_start = self.engine.clock.now()
         if self.engine.step_observers:
             self._began = time.perf_counter()
+        if tracing.ENABLED:
+            self._span = tracing.start_step(self.tenant, self.id, name, int(attempt))
         if self._control is not None:
             self._control.set_deadline(frozen["timeout"] / 1000)
 

@@ -38,6 +38,7 @@ from dynworkers.engine.errors import EngineClosed
 from dynworkers.engine.replay import WorkflowEntrypoint, run_workflow
 from dynworkers.engine.session import StaleSession, StepSession
 from dynworkers.engine.store import InstanceNotFound, InstanceRecord, StaleGeneration, StoreError
+from dynworkers.runtime import tracing
 from dynworkers.runtime.errors import PoolBusy, SandboxError, SupervisorClosed, TenantError
 
 if TYPE_CHECKING:
@@ -54,6 +55,13 @@ TENANT_FAULTS = frozenset({"crash", "memory", "deadline", "protocol"})
 
 
 async def wake_up(engine: Engine, instance_id: str, due: float) -> None:
+    if tracing.ENABLED:  # a span for the wake-up, its invoke and step attempts beneath it
+        with tracing.wake_up_span(instance_id):
+            return await _wake_up_settled(engine, instance_id, due)
+    await _wake_up_settled(engine, instance_id, due)
+
+
+async def _wake_up_settled(engine: Engine, instance_id: str, due: float) -> None:
     try:
         await _wake_up(engine, instance_id, due)
     except (StaleGeneration, StaleSession):
@@ -73,6 +81,8 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
             engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
         return  # paused, finished, terminated, or another live host runs it
     engine.wake_ups += 1
+    if tracing.ENABLED:
+        tracing.annotate(tenant=record.tenant or "", workflow=record.workflow)
     workflow = engine.workflows.get(record.workflow)
     if workflow is None:
         await engine.park(record)  # runs when the host registers the workflow

@@ -28,6 +28,9 @@ crosses):
 `ServiceContext` (`ctx.tenant_id`, the calling tenant, from its channel; `ctx.props`, a copy of
 the props the host bound) and calls the method; its public methods (no leading "_") are what the
 tenant may call, with plain-data arguments and results; a method may be `async def`.
+
+With tracing on (runtime.tracing), the outbound request carries the W3C `traceparent` of the
+binding call's span, so the host's fetch continues the trace of the request that caused it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynworkers.loader import Binding
-from dynworkers.runtime import protocol
+from dynworkers.runtime import protocol, tracing
 
 log = logging.getLogger("dynworkers.bindings")
 
@@ -171,10 +174,13 @@ class OutboundBinding(Binding):
         self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         method_, url, headers, body = args[0]
+        headers = dict(headers)
+        if tracing.ENABLED:  # the current span (this binding call's) travels with the request
+            tracing.inject(headers)
         request = OutboundRequest(
             method=str(method_),
             url=str(url),
-            headers=dict(headers),
+            headers=headers,
             body=bytes(body),
             tenant_id=tenant_id,
         )

@@ -13,12 +13,13 @@ the process is gone, every call pending on it fails at once with the error the p
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from dynworkers.loader import Binding, CompiledWorker
-from dynworkers.runtime import protocol
+from dynworkers.runtime import protocol, tracing
 from dynworkers.runtime.bindings import (
     BindingRateLimit,
     CapabilityTable,
@@ -63,6 +64,9 @@ class SandboxHandle:
         self.memory_limit = 0  # bytes of RSS; 0 = none
         self.retired = False  # replaced by a newer version of its worker; ends when released
         self._binding_tasks: set[asyncio.Task[None]] = set()
+        #: with tracing on, the context of the call holding this sandbox: its binding calls run
+        #: in a copy, so that their spans are that call's children
+        self.trace_context: contextvars.Context | None = None
 
     @property
     def alive(self) -> bool:
@@ -105,7 +109,10 @@ class SandboxHandle:
 
     def on_message(self, message: protocol.Message) -> None:
         if isinstance(message, protocol.BindingCall):
-            task = asyncio.get_running_loop().create_task(self._serve_binding(message))
+            context = None if self.trace_context is None else self.trace_context.copy()
+            task = asyncio.get_running_loop().create_task(
+                self._serve_binding(message), context=context
+            )
             self._binding_tasks.add(task)
             task.add_done_callback(self._binding_tasks.discard)
         elif isinstance(message, protocol.Log):
@@ -167,7 +174,11 @@ class SandboxHandle:
             args, kwargs = protocol.decode_plain(call.args)
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("binding arguments must be [args, kwargs]")
-            result = await binding.call(self.tenant_id, call.method, args, kwargs)
+            if tracing.ENABLED and binding.kind not in tracing.UNTRACED_BINDINGS:
+                with tracing.binding_span(self.tenant_id, binding.kind, call.method):
+                    result = await binding.call(self.tenant_id, call.method, args, kwargs)
+            else:
+                result = await binding.call(self.tenant_id, call.method, args, kwargs)
             return protocol.BindingReply(
                 request_id=call.request_id, ok=True, value=protocol.encode(result)
             )

@@ -35,7 +35,7 @@ from dynworkers.loader import (
     WorkerLoader,
     compile_worker,
 )
-from dynworkers.runtime import protocol
+from dynworkers.runtime import protocol, tracing
 from dynworkers.runtime.bindings import BindingRateLimit, KVBinding, ServiceBinding
 from dynworkers.runtime.errors import (
     EntrypointNotFound,
@@ -352,6 +352,22 @@ class Supervisor:
         kwargs: dict[str, Any],
         props: Any,
     ) -> Any:
+        """Run one call in the worker's sandbox (a span of its own with tracing on)."""
+        if tracing.ENABLED:
+            with tracing.invoke_span(worker.worker_id, entrypoint, method) as trace:
+                return await self._invoke(worker, entrypoint, method, args, kwargs, props, trace)
+        return await self._invoke(worker, entrypoint, method, args, kwargs, props, None)
+
+    async def _invoke(
+        self,
+        worker: CompiledWorker,
+        entrypoint: str | None,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        props: Any,
+        trace: tracing.InvokeTrace | None,
+    ) -> Any:
         """Run one call in the worker's sandbox; the loader's stubs call this.
 
         A `Binding` among the positional arguments is granted to the sandbox for this call only
@@ -383,6 +399,8 @@ class Supervisor:
                 limit = worker.limits.memory_mb or self.config.memory_limit_mb
                 handle.memory_limit = limit * MiB
             try:
+                if trace is not None:
+                    tracing.acquired(trace, handle, cold)
                 if not handle.alive:
                     continue  # it died before our turn came: rehydrate
                 if not cold and self.metrics.observers:
@@ -409,6 +427,8 @@ class Supervisor:
                 finally:
                     handle.revoke(grants)
             finally:
+                if trace is not None:
+                    handle.trace_context = None
                 pool.release(handle)
             return self._result(handle, reply)
 

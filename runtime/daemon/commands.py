@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from dynworkers.runtime.daemon.logs import DaemonLogFormatter
+    from dynworkers.runtime.daemon.logs import daemon_formatter
     from dynworkers.runtime.daemon.server import Daemon
 
     flags = {name: getattr(args, name) for name in SERVE_FLAGS}
@@ -207,7 +207,7 @@ def serve(args: argparse.Namespace) -> int:
 
     config = read()
     handler = logging.StreamHandler()
-    handler.setFormatter(DaemonLogFormatter())
+    handler.setFormatter(daemon_formatter(config.log_format))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)

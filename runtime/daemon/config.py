@@ -81,6 +81,14 @@ class DaemonConfig:
     #: workflow wake-ups running at once
     max_running: int = 64
     log_level: str = "info"
+    #: "text" (one readable line a record) or "json" (one JSON object a line, for a collector)
+    log_format: str = "text"
+    #: one INFO line per tenant request on the logger dynworkers.access (whatever log_level)
+    access_log: bool = False
+    #: tenant tracebacks and compile errors in the front door's 500 answers. Off in production:
+    #: a traceback shows the tenant's source and data to whoever sent the request; the tenant
+    #: reads it in its log stream. On for development (`dynworkers logs` is one step away there)
+    expose_errors: bool = False
     #: this daemon's id among the hosts sharing a PostgreSQL store; empty: hostname-pid-random
     host_id: str = ""
     #: seconds a host's claims hold without a renewal (renewed every third of it); another host
@@ -127,6 +135,8 @@ class DaemonConfig:
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"
             )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.host == self.control_host and self.port == self.control_port and self.port:
             raise ConfigError(
                 f"port and control_port are both {self.port}: the control API needs a listener "
@@ -141,8 +151,20 @@ class DaemonConfig:
 FIELDS = {field.name: field for field in dataclasses.fields(DaemonConfig)}
 #: settings SIGHUP applies; a change to any other one is reported and waits for a restart
 RELOADABLE = frozenset(
-    {"tenants", "dispatcher", "domain", "control_token", "log_level", "drain_timeout"}
+    {
+        "tenants",
+        "dispatcher",
+        "domain",
+        "control_token",
+        "log_level",
+        "drain_timeout",
+        "access_log",
+        "expose_errors",
+    }
 )
+#: how the environment and flags spell a boolean setting
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+BOOLEANS.update({"0": False, "false": False, "no": False, "off": False})
 
 
 def _typed(name: str, value: object, source: str, parse: bool = True) -> object:
@@ -151,13 +173,16 @@ def _typed(name: str, value: object, source: str, parse: bool = True) -> object:
         known = ", ".join(sorted(FIELDS))
         raise ConfigError(f"unknown setting {name!r} in {source}; known settings: {known}")
     kind = FIELDS[name].type
-    if parse and isinstance(value, str) and kind == "bool":
-        if value.lower() not in TRUE + FALSE:
+    if kind == "bool":
+        if parse and isinstance(value, str) and value.strip().lower() in BOOLEANS:
+            return BOOLEANS[value.strip().lower()]
+        if not isinstance(value, bool):
             raise ConfigError(
-                f"{name} in {source} must be true or false (1/0, yes/no, on/off), got {value!r}"
+                f"{name} in {source} must be true or false (1/0, yes/no, on/off in the "
+                f"environment), got {value!r}"
             )
-        value = value.lower() in TRUE
-    elif parse and isinstance(value, str) and kind != "str":  # from the environment or a flag
+        return value
+    if parse and isinstance(value, str) and kind != "str":  # from the environment or a flag
         try:
             value = int(value) if kind == "int" else float(value)
         except ValueError:

@@ -14,7 +14,9 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
     GET  /_/tenants/{t}                                   the tenant's deployment history
     DELETE /_/tenants/{t}                                 stop serving it (its KV, instances and
                                                           versions stay)
-    GET  /_/tenants/{t}/logs?tail=N&follow=0|1            its log lines (server-sent events)
+    GET  /_/tenants/{t}/logs?tail=N&follow=0|1            its log lines (server-sent events);
+                                                          follow=0 by default; Last-Event-ID
+                                                          resumes after that line
     GET  /_/tenants/{t}/workflows?status=&limit=          its workflow instances
     POST /_/tenants/{t}/workflows  {"id"?, "params"?}     create an instance
     GET  /_/tenants/{t}/workflows/{id}                    status
@@ -63,6 +65,7 @@ from dynworkers.loader import CompileError, InvalidWorkerCode
 from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import InvalidTenant, check_tenant_id
 from dynworkers.runtime.daemon.front import compile_errors, error
+from dynworkers.runtime.daemon.logs import last_event_id
 from dynworkers.runtime.daemon.tenants import DeployRefused, NoWorkflowClass, UnknownTenant
 from dynworkers.runtime.state_dir import probe
 
@@ -386,8 +389,13 @@ class ControlAPI:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         tenant = self._known(request)
         tail = _int_query(request, "tail", 100, 10_000)
-        follow = request.query.get("follow", "1") != "0"  # follow=0: the backlog, then end
-        return await self.daemon.logs.stream(request, tenant, tail, follow=follow)
+        # the backlog, then the end; follow=1 (as `dynworkers logs --follow`): live lines too
+        follow = request.query.get("follow", "0").lower() in ("1", "true", "yes")
+        try:
+            after = last_event_id(request)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return await self.daemon.logs.stream(request, tenant, tail, follow=follow, after=after)
 
     def _known(self, request: web.Request) -> str:
         tenant = check_tenant_id(request.match_info["tenant"])

@@ -14,19 +14,31 @@ Nothing here serves the control API: `/_/` and every other path that names no va
 Every failure stays with its request and its tenant:
 
     body over max_body_bytes      413      unknown tenant        404
-    code does not compile         500 + the compile errors, module and line
-    tenant code raised            500 + the tenant's traceback lines (never the host's)
+    code does not compile         500 + the compile errors, module and line (*)
+    tenant code raised            500 + the tenant's traceback lines, never the host's (*)
     past the deadline             504      sandbox crashed      502
     tenant busy / daemon closing  503      body not sent within body_timeout   408
     invalid response header       502 (a name that is not an HTTP token, a value with CR, LF
                                   or NUL: refused by the sandbox's `Response`, and checked
                                   again here for anything that got past it)
     still running when the drain ends (shutdown)   503
+
+(*) Only with `expose_errors` on. Off (the daemon's default), the answer names the failure
+("TenantError" or "CompileError") and the tenant, and says where to look: the details go to the
+tenant's log stream and the daemon's log, never to whoever sent the request, since a traceback
+shows the tenant's source, file names and the values in it. Turn it on for development.
+
+With `access_log` on, each request is one INFO line on the logger `dynworkers.access` (method,
+path, status, bytes, milliseconds, tenant, client address; as fields in the JSON log format).
+Each answer also reaches `observe(seconds, status, tenant, error)`, the daemon's metrics; the
+tenant is None for a name that is no tenant. With OpenTelemetry installed (runtime.tracing) each
+request is a server span, continuing the caller's trace from its `traceparent` header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -37,6 +49,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from dynworkers.loader import CompileError
+from dynworkers.runtime import tracing
 from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
 from dynworkers.runtime.daemon.deployments import TENANT_ID, InvalidTenant
 from dynworkers.runtime.daemon.tenants import Tenants, UnknownTenant
@@ -50,6 +63,7 @@ from dynworkers.runtime.errors import (
 )
 
 log = logging.getLogger("dynworkers.front")
+access = logging.getLogger("dynworkers.access")
 
 #: headers a tenant's response may not set: aiohttp frames the body itself
 HOP_BY_HOP = frozenset(
@@ -64,11 +78,32 @@ INVALID_HEADER = "InvalidHeader"
 PREFIX_HEADER = "x-forwarded-prefix"
 #: what a forwarded host may be: a DNS name or an IP literal, with an optional port
 FORWARDED_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
-DispatchObserver = Callable[[float, int], None]
+
+
+class Served:
+    """What the metrics and the access log learn of one request: the tenant it named, the kind
+    of failure it was answered with. `handle` makes one a request, in a context variable, so
+    that `error()` can note its kind wherever the answer is made."""
+
+    __slots__ = ("error", "tenant")
+
+    def __init__(self) -> None:
+        self.tenant: str | None = None
+        self.error: str | None = None
+
+
+_served: contextvars.ContextVar[Served | None] = contextvars.ContextVar(
+    "dynworkers_served", default=None
+)
+#: (seconds, status, tenant or None, error kind or None), once per answered request
+DispatchObserver = Callable[[float, int, str | None, str | None], None]
 TenantErrorSink = Callable[[str, TenantError], None]
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    served = _served.get()
+    if served is not None:
+        served.error = kind
     return web.json_response({"error": kind, "message": message, **extra}, status=status)
 
 
@@ -88,6 +123,8 @@ class FrontDoor:
         tenant_error: TenantErrorSink | None = None,
         body_timeout: float = 30.0,
         trust_forwarded: bool = False,
+        expose_errors: bool = False,
+        access_log: bool = False,
     ) -> None:
         self.tenants = tenants
         self.trust_forwarded = trust_forwarded
@@ -96,6 +133,9 @@ class FrontDoor:
         self.observe = observe
         self.tenant_error = tenant_error
         self.body_timeout = body_timeout
+        #: tenant tracebacks and compile errors in answers (development), see the docstring
+        self.expose_errors = expose_errors
+        self.access_log = access_log
         self.in_flight = 0
         #: the tasks serving tenant requests, answered 503 by `abort` at the end of a drain
         self._running: set[asyncio.Task[Any]] = set()
@@ -140,8 +180,13 @@ class FrontDoor:
         assert task is not None
         self.in_flight += 1
         self._running.add(task)
+        served = Served()
+        token = _served.set(served)
         try:
-            response = await self._answer(request)
+            if tracing.ENABLED:
+                response = await self._traced(request)
+            else:
+                response = await self._answer(request)
         except asyncio.CancelledError:
             if not self.aborting:
                 raise
@@ -152,13 +197,53 @@ class FrontDoor:
                 "the daemon stopped before the tenant answered (drain_timeout passed); retry",
             )
         finally:
+            _served.reset(token)
             self.in_flight -= 1
             self._running.discard(task)
             if self._idle is not None and not self.in_flight:
                 self._idle.set()
-        if self.observe is not None:
-            self.observe(time.perf_counter() - started, response.status)
+        if self.observe is not None or self.access_log:
+            self._answered(request, response, time.perf_counter() - started, served)
         return response
+
+    async def _traced(self, request: web.Request) -> web.StreamResponse:
+        with tracing.request_span(request.method, request.path, request.headers) as span:
+            response = await self._answer(request)
+            served = _served.get()
+            tracing.answered(span, response.status, served.tenant if served else None)
+            return response
+
+    def _answered(
+        self, request: web.Request, response: web.StreamResponse, took: float, served: Served
+    ) -> None:
+        kind, tenant = served.error, served.tenant
+        if kind == "UnknownTenant":
+            tenant = None  # a name that is no tenant: counted in the totals only
+        if self.observe is not None:
+            self.observe(took, response.status, tenant, kind)
+        if self.access_log and access.isEnabledFor(logging.INFO):
+            body = response.body if isinstance(response, web.Response) else None
+            size = len(body) if isinstance(body, bytes | bytearray) else 0
+            ms = round(took * 1000, 3)
+            access.info(
+                '%s "%s %s" %d %d %.1fms',
+                request.remote or "-",
+                request.method,
+                request.path_qs,
+                response.status,
+                size,
+                ms,
+                extra={
+                    "tenant_id": tenant,
+                    "remote": request.remote,
+                    "method": request.method,
+                    "path": request.path_qs,
+                    "status": response.status,
+                    "bytes": size,
+                    "duration_ms": ms,
+                    **({"error": kind} if kind else {}),
+                },
+            )
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         tenant, path, prefix = self.route(request)
@@ -168,6 +253,9 @@ class FrontDoor:
                 "UnknownTenant",
                 f"{request.path!r} names no tenant: send requests to /<tenant>/<path>",
             )
+        served = _served.get()
+        if served is not None:
+            served.tenant = tenant
         try:
             body = await read_body(request, self.body_timeout)
         except BodyTimeout as exc:
@@ -194,6 +282,14 @@ class FrontDoor:
         except (UnknownTenant, InvalidTenant) as exc:
             return error(404, "UnknownTenant", str(exc), tenant=tenant)
         except CompileError as exc:
+            if not self.expose_errors:
+                return error(
+                    500,
+                    "CompileError",
+                    f"tenant {tenant!r}'s code does not compile; deploy a fixed version (the "
+                    "errors are in the daemon's log and in the answer to the deploy)",
+                    tenant=tenant,
+                )
             return error(
                 500,
                 "CompileError",
@@ -204,13 +300,22 @@ class FrontDoor:
         except TenantError as exc:
             if self.tenant_error is not None:
                 self.tenant_error(tenant, exc)
-            return error(
-                502 if exc.type_name == INVALID_HEADER else 500,
-                exc.type_name,
-                exc.message,
-                tenant=tenant,
-                traceback=exc.traceback,
-            )
+            details = {"traceback": exc.traceback} if self.expose_errors else {}
+            if exc.type_name == INVALID_HEADER:
+                return error(502, INVALID_HEADER, exc.message, tenant=tenant, **details)
+            if not self.expose_errors:
+                return error(
+                    500,
+                    "TenantError",
+                    f"tenant {tenant!r} raised an uncaught exception; its traceback is in the "
+                    "tenant's log (dynworkers logs TENANT)",
+                    tenant=tenant,
+                )
+            answer = error(500, exc.type_name, exc.message, tenant=tenant, **details)
+            served = _served.get()
+            if served is not None:  # the tenant's own type names are no closed list
+                served.error = "TenantError"
+            return answer
         except SandboxTimeout as exc:
             return error(504, "DeadlineExceeded", str(exc), tenant=tenant)
         except SandboxCrashed as exc:

@@ -18,7 +18,16 @@ subscriber that falls behind loses lines and is told how many. A stream ends whe
 away or at `close()`, which also cuts off a stream stuck writing to a client that stopped reading,
 so that shutdown never waits on one.
 
-`DaemonLogFormatter` formats the daemon's own log: ISO time, level, logger, `tenant=<id>`.
+Each line has an `id`, increasing across tenants and across restarts (it starts from the clock,
+in microseconds, when the daemon starts), sent as the event's `id:` field. A client that
+reconnects with `Last-Event-ID` (a browser's EventSource does it by itself) gets every line of
+the backlog after that id, then the live ones: nothing twice, and nothing missing unless the
+backlog no longer holds it, in which case a notice says lines were lost (`"gap": true`).
+
+The daemon's own log has two formats (`log_format`): `DaemonLogFormatter`, ISO time, level,
+logger, `tenant=<id>`, message; and `JsonLogFormatter`, one JSON object a line. The JSON one is
+the standard library's `json` over the record's fields, not python-json-logger: a dozen lines,
+and no dependency for a setting every install has.
 """
 
 from __future__ import annotations
@@ -36,12 +45,13 @@ from typing import Any
 
 from aiohttp import web
 
+from dynworkers.runtime import tracing
 from dynworkers.runtime.errors import TenantError
 
 TENANT_LOGGER = "dynworkers.tenant"
 
-#: {"tenant": str, "ts": epoch seconds, "level": "info", "message": str}; a notice of lost
-#: lines also has "dropped": how many
+#: {"id": int, "tenant": str, "ts": epoch seconds, "level": "info", "message": str}; a notice
+#: of lost lines has no "id", and has "dropped": how many (or "gap": true when not known)
 Line = dict[str, Any]
 
 
@@ -93,9 +103,39 @@ def _dropped_notice(tenant: str, count: int) -> Line:
     }
 
 
+def _gap_notice(tenant: str, backlog: int) -> Line:
+    return {
+        "tenant": tenant,
+        "ts": time.time(),
+        "level": "warning",
+        "message": f"[log lines were lost since the last event seen: the daemon keeps the last "
+        f"{backlog} lines of a tenant]",
+        "gap": True,
+    }
+
+
 def _event(line: Line) -> bytes:
     # json escapes newlines: a multi-line message stays one `data:` field
-    return b"data: " + json.dumps(line, separators=(",", ":")).encode() + b"\n\n"
+    data = b"data: " + json.dumps(line, separators=(",", ":")).encode() + b"\n\n"
+    ident = line.get("id")
+    return data if ident is None else b"id: %d\n" % ident + data
+
+
+def last_event_id(request: web.Request) -> int | None:
+    """The id a reconnecting client saw last: the `Last-Event-ID` header (or the query's
+    `last_event_id`, for a client that cannot set headers); ValueError when it is no id."""
+    value = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if not value:
+        return None
+    try:
+        ident = int(value)
+    except ValueError:
+        raise ValueError(
+            f"Last-Event-ID must be the id of a log line (an integer), got {value[:40]!r}"
+        ) from None
+    if ident < 0:
+        raise ValueError(f"Last-Event-ID must be >= 0, got {ident}")
+    return ident
 
 
 class _Handler(logging.Handler):
@@ -153,6 +193,9 @@ class TenantLogs:
         self._lock = threading.Lock()  # backlogs and subscriber sets, touched from any thread
         self._backlogs: OrderedDict[str, deque[Line]] = OrderedDict()
         self._subscribers: dict[str, set[_Subscriber]] = {}
+        #: the id of the newest line each tenant's backlog let go (to tell a resume it lost some)
+        self._trimmed: dict[str, int] = {}
+        self._last_id = time.time_ns() // 1000  # ids go on increasing after a restart
         self.level = logging.DEBUG  # the least level captured, set by install()
         self.closed = False
 
@@ -201,13 +244,18 @@ class TenantLogs:
         """File a line under `line["tenant"]` and hand it to that tenant's streams."""
         tenant = line["tenant"]
         with self._lock:
+            self._last_id += 1
+            line = {"id": self._last_id, **line}
             lines = self._backlogs.get(tenant)
             if lines is None:
                 lines = self._backlogs[tenant] = deque(maxlen=self.backlog)
                 if len(self._backlogs) > self.max_tenants:
-                    self._backlogs.popitem(last=False)
+                    forgotten, _ = self._backlogs.popitem(last=False)
+                    self._trimmed.pop(forgotten, None)
             else:
                 self._backlogs.move_to_end(tenant)
+            if lines.maxlen is not None and len(lines) == lines.maxlen:
+                self._trimmed[tenant] = lines[0]["id"] if lines else line["id"]
             lines.append(line)
             subscribers = list(self._subscribers.get(tenant, ()))
         here = threading.get_ident()
@@ -233,10 +281,17 @@ class TenantLogs:
             return sum(len(group) for group in self._subscribers.values())
 
     async def stream(
-        self, request: web.Request, tenant: str, tail: int, *, follow: bool = True
+        self,
+        request: web.Request,
+        tenant: str,
+        tail: int,
+        *,
+        follow: bool = False,
+        after: int | None = None,
     ) -> web.StreamResponse:
-        """Server-sent events: the last `tail` lines of the backlog, then (with `follow`) live
-        lines, each as `data: <json>`; a `: keep-alive` comment when idle for `heartbeat` s."""
+        """Server-sent events: the last `tail` lines of the backlog (or, with `after`, the
+        Last-Event-ID, every line after that id), then with `follow` the live lines, each as
+        `id: <id>` and `data: <json>`; a `: keep-alive` comment when idle for `heartbeat` s."""
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -248,11 +303,16 @@ class TenantLogs:
         subscriber = _Subscriber(self.queue_size, request)
         with self._lock:  # backlog and subscription at one instant: no line twice, none lost
             backlog = list(self._backlogs.get(tenant, ()))
+            lost = after is not None and self._trimmed.get(tenant, 0) > after
             if follow and not self.closed:
                 self._subscribers.setdefault(tenant, set()).add(subscriber)
             else:
                 subscriber.ended = True
-        if tail > 0:
+        if after is not None:
+            if lost:
+                subscriber.lines.append(_gap_notice(tenant, self.backlog))
+            subscriber.lines.extend(line for line in backlog if line["id"] > after)
+        elif tail > 0:
             subscriber.lines.extend(backlog[-tail:])
         try:
             await self._pump(response, subscriber, tenant)
@@ -318,6 +378,40 @@ class TenantLogs:
         for subscriber in here:
             if not subscriber.done.is_set():
                 subscriber.end(cut=True)  # stuck writing to a client that does not read
+
+
+#: attributes every LogRecord has: the rest are a call's `extra` fields
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def daemon_formatter(log_format: str) -> logging.Formatter:
+    """The formatter for the daemon's log: "text" or "json" (the `log_format` setting)."""
+    return JsonLogFormatter() if log_format == "json" else DaemonLogFormatter()
+
+
+class JsonLogFormatter(logging.Formatter):
+    """`{"time": ISO, "level": "INFO", "logger": ..., "message": ..., "tenant": ...}` and the
+    record's extra fields (the access log's method, path, status, ...); `exception` holds a
+    traceback; `trace_id` and `span_id` the OpenTelemetry span current when it was logged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.datetime.fromtimestamp(record.created).astimezone()
+        entry: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS and value is not None:
+                entry["tenant" if name == "tenant_id" else name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        if tracing.ENABLED:
+            entry.update(tracing.log_ids())
+        return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 class DaemonLogFormatter(logging.Formatter):

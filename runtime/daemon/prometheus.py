@@ -7,17 +7,29 @@ Two kinds of figures:
 - latencies are histograms fed as things happen: boot latency from the pool's observers ("boot"
   for a cold start, "ready.warm" from `Supervisor.invoke`), dispatch latency from the front door
   (`observe_dispatch`), step durations from `engine.step_observers`;
+- per tenant, from the front door: requests by status class, errors by kind (a closed list: the
+  front door's own error names, the tenant's exceptions all counted as "TenantError") and latency
+  as a summary (count and sum: a mean per tenant; percentiles come from the histogram above,
+  across tenants, so that a tenant costs three series, not thirty). A name that is no tenant
+  (404 UnknownTenant) is counted in the totals only: a scanner cannot make series;
 - counts the supervisor and the engine already keep (starts, evictions, pool occupancy, memory,
   instances by status) are read at scrape time: `render()` gathers them (the store query and the
   /proc reads off the loop's thread), then a collector yields them while the text is generated.
 
 Failures: a sandbox that exited between listing and measuring is left out; a supervisor or
 engine that is closed or not started contributes nothing. Rendering never raises for them.
+
+Also in the registry: prometheus_client's process collector (`process_*`: CPU, memory, open file
+descriptors of the daemon itself) and platform collector (`python_info`), and
+`dynworkers_build_info{version, python}`. No `_created` series: they double the series count and
+carry nothing a scraper needs; `disable_created_metrics()` is process-wide, which is fine in the
+daemon, whose process this is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,10 +40,16 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    Summary,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from dynworkers import __version__
 from dynworkers.engine.errors import EngineError
 from dynworkers.runtime.errors import SupervisorClosed
 from dynworkers.runtime.metrics import EVICTION_REASONS
@@ -60,6 +78,8 @@ STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 
 #: status classes present from the start, so rates exist before the first error
 CODES = ("2xx", "4xx", "5xx")
 STEP_OUTCOMES = ("complete", "failed", "retry")
+#: the front door's answer to a name that is no tenant: not counted per tenant
+UNKNOWN_TENANT = "UnknownTenant"
 
 
 def status_class(status: int) -> str:
@@ -198,7 +218,15 @@ class DaemonMetrics:
     def __init__(self, supervisor: Supervisor, engine: Engine | None = None) -> None:
         self.supervisor = supervisor
         self.engine = engine
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info(
+            "dynworkers_build",
+            "The dynworkers version and the Python that runs it.",
+            registry=self.registry,
+        ).info({"version": __version__, "python": platform.python_version()})
         boot = Histogram(
             "dynworkers_boot_latency_seconds",
             "Time from needing a sandbox to the sandbox being ready for the tenant's call.",
@@ -222,6 +250,26 @@ class DaemonMetrics:
             registry=self.registry,
         )
         self._codes = {code: self._code(code) for code in CODES}
+        self._tenant_requests = Counter(
+            "dynworkers_tenant_requests",
+            "Tenant requests answered, by tenant and status class.",
+            ["tenant", "code"],
+            registry=self.registry,
+        )
+        self._tenant_errors = Counter(
+            "dynworkers_tenant_errors",
+            "Tenant requests that failed, by tenant and kind (TenantError: the tenant's code "
+            "raised; the others are the front door's answers: DeadlineExceeded, SandboxCrashed, "
+            "Busy, CompileError, ...).",
+            ["tenant", "error"],
+            registry=self.registry,
+        )
+        self._tenant_seconds = Summary(
+            "dynworkers_tenant_request_seconds",
+            "Time to answer a tenant's requests at the front door (count and sum: the mean).",
+            ["tenant"],
+            registry=self.registry,
+        )
         self._steps = Histogram(
             "dynworkers_workflow_step_seconds",
             "Duration of a workflow step attempt, from its start to its outcome.",
@@ -269,14 +317,23 @@ class DaemonMetrics:
     def _code(self, code: str) -> tuple[Histogram, Counter]:
         return self._dispatch.labels(code=code), self._requests.labels(code=code)
 
-    def observe_dispatch(self, seconds: float, status: int) -> None:
-        """One tenant request answered by the front door with `status`, in `seconds`."""
+    def observe_dispatch(
+        self, seconds: float, status: int, tenant: str | None = None, error: str | None = None
+    ) -> None:
+        """One request answered by the front door with `status`, in `seconds`; `tenant` is the
+        tenant it named, `error` the kind of failure (the answer's "error" field), if any."""
         code = status_class(status)
         children = self._codes.get(code)
         if children is None:
             children = self._codes[code] = self._code(code)
         children[0].observe(seconds)
         children[1].inc()
+        if tenant is None or error == UNKNOWN_TENANT:
+            return
+        self._tenant_requests.labels(tenant=tenant, code=code).inc()
+        self._tenant_seconds.labels(tenant=tenant).observe(seconds)
+        if error is not None:
+            self._tenant_errors.labels(tenant=tenant, error=error).inc()
 
     # --- scraping --------------------------------------------------------------------------------
 

@@ -111,7 +111,10 @@ class Daemon:
             tenant_error=self.logs.tenant_error,
             body_timeout=config.body_timeout,
             trust_forwarded=config.trust_forwarded,
+            expose_errors=config.expose_errors,
+            access_log=config.access_log,
         )
+        self._access_level()
         self.control = ControlAPI(self)
         #: runs the tenants' cron triggers (runtime.daemon.crons), from start() on
         self.crons: CronScheduler | None = None
@@ -282,11 +285,19 @@ class Daemon:
         applied = {name: new[name] for name in RELOADABLE}
         self.config = dataclasses.replace(self.config, **applied)
         self.front.domain = self.config.domain
+        self.front.expose_errors = self.config.expose_errors
+        self.front.access_log = self.config.access_log
         logging.getLogger("dynworkers").setLevel(self.config.log_level.upper())
+        self._access_level()
         try:
             self.tenants.configure(self.config)
         except Exception as exc:
             log.error("reload: %s", exc)
+
+    def _access_level(self) -> None:
+        """Access lines were asked for: they show whatever `log_level` is."""
+        access = logging.getLogger("dynworkers.access")
+        access.setLevel(logging.INFO if self.config.access_log else logging.NOTSET)
 
     # --- stopping --------------------------------------------------------------------------------
 

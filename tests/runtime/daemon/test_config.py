@@ -62,3 +62,20 @@ def test_wrong_types_and_values_are_refused_with_the_setting_named(tmp_path: Pat
 def test_config_file_named_by_the_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "max_sandboxes = 7\n")
     assert load_config(None, environ={"DYNWORKERS_CONFIG": path}).max_sandboxes == 7
+
+
+def test_boolean_settings_take_true_false_from_toml_and_words_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    assert not load_config(None, {}, environ={}).expose_errors  # production: no tracebacks out
+    path = write(tmp_path, "access_log = true\nexpose_errors = false\n")
+    config = load_config(path, {}, environ={"DYNWORKERS_EXPOSE_ERRORS": "on"})
+    assert (config.access_log, config.expose_errors) == (True, True)
+    for word, value in (("1", True), ("yes", True), ("FALSE", False), ("off", False)):
+        assert load_config(None, {}, environ={"DYNWORKERS_ACCESS_LOG": word}).access_log is value
+    with pytest.raises(ConfigError, match=r"access_log .* must be true or false"):
+        load_config(None, {}, environ={"DYNWORKERS_ACCESS_LOG": "maybe"})
+    with pytest.raises(ConfigError, match=r"expose_errors .* must be true or false"):
+        load_config(write(tmp_path, "expose_errors = 1\n"), {}, environ={})
+    with pytest.raises(ConfigError, match="log_format must be text or json"):
+        load_config(None, {}, environ={"DYNWORKERS_LOG_FORMAT": "xml"})

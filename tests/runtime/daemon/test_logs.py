@@ -12,16 +12,23 @@ import contextlib
 import json
 import logging
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from dynworkers.runtime import TenantError
-from dynworkers.runtime.daemon.logs import TENANT_LOGGER, DaemonLogFormatter, TenantLogs
+from dynworkers.runtime.daemon.logs import (
+    TENANT_LOGGER,
+    DaemonLogFormatter,
+    JsonLogFormatter,
+    TenantLogs,
+    last_event_id,
+)
 
 tenant_log = logging.getLogger(TENANT_LOGGER)
 #: a guard against a hang, never a timing assertion
@@ -40,7 +47,9 @@ async def serving(logs: TenantLogs) -> AsyncIterator[TestClient[web.Request, web
     async def handler(request: web.Request) -> web.StreamResponse:
         tail = int(request.query.get("tail", "0"))
         follow = request.query.get("follow", "1") == "1"
-        return await logs.stream(request, request.match_info["tenant"], tail, follow=follow)
+        after = last_event_id(request)
+        tenant = request.match_info["tenant"]
+        return await logs.stream(request, tenant, tail, follow=follow, after=after)
 
     app = web.Application()
     app.router.add_get("/logs/{tenant}", handler)
@@ -69,8 +78,13 @@ async def next_line(response: ClientResponse) -> dict[str, Any]:
     event = await next_event(response)
     while event.startswith(b":"):  # a comment (keep-alive)
         event = await next_event(response)
+    ident = None
+    if event.startswith(b"id: "):  # a line has its id; a notice of lost lines has none
+        head, event = event.split(b"\n", 1)
+        ident = int(head.removeprefix(b"id: "))
     assert event.startswith(b"data: ") and event.count(b"\n") == 2, event
     line: dict[str, Any] = json.loads(event.removeprefix(b"data: "))
+    assert line.get("id") == ident, "the event's id is the line's"
     return line
 
 
@@ -96,7 +110,8 @@ def test_a_stream_sends_the_tail_of_the_backlog_then_only_its_own_tenants_live_l
                 assert response.headers["Cache-Control"] == "no-cache"
                 backlog = [await next_line(response) for _ in range(3)]
                 assert [line["message"] for line in backlog] == ["acme 2", "acme 3", "acme 4"]
-                assert backlog[0] == {
+                assert backlog[0]["id"] < backlog[1]["id"] < backlog[2]["id"]
+                assert {k: v for k, v in backlog[0].items() if k != "id"} == {
                     "tenant": "acme",
                     "ts": 1700000000.5,
                     "level": "info",
@@ -335,3 +350,100 @@ def test_close_cuts_off_a_stream_whose_client_stopped_reading() -> None:
             await eventually(lambda: logs.open_streams == 0)
 
     run(body)
+
+
+# --- resuming and the JSON format -----------------------------------------------------------------
+
+
+def test_a_stream_resumes_after_its_last_event_id_with_nothing_twice_and_nothing_missing() -> None:
+    async def body() -> None:
+        logs = TenantLogs()
+        async with serving(logs) as client:
+            for n in range(4):
+                say("acme", f"line {n}")
+            async with client.get("/logs/acme?tail=2&follow=0") as response:
+                seen = [await next_line(response) for _ in range(2)]
+            assert [line["message"] for line in seen] == ["line 2", "line 3"]
+            say("acme", "line 4")  # logged while the client was away
+            say("other", "not acme's")
+            headers = {"Last-Event-ID": str(seen[0]["id"])}
+            async with client.get("/logs/acme?tail=0", headers=headers) as response:
+                missed = [await next_line(response) for _ in range(2)]
+                assert [line["message"] for line in missed] == ["line 3", "line 4"]
+                say("acme", "line 5")
+                assert (await next_line(response))["message"] == "line 5"
+            # the query form, for a client that cannot set headers; a newer id sends nothing old
+            last = f"/logs/acme?follow=0&last_event_id={missed[-1]['id']}"
+            async with client.get(last) as response:
+                assert (await next_line(response))["message"] == "line 5"
+                assert await asyncio.wait_for(response.content.read(), PATIENCE) == b""
+
+    run(body)
+
+
+def test_a_resume_from_a_line_the_backlog_let_go_says_lines_were_lost() -> None:
+    async def body() -> None:
+        logs = TenantLogs(backlog=3)
+        async with serving(logs) as client:
+            say("acme", "first")
+            (first,) = logs.lines("acme")
+            for n in range(5):
+                say("acme", f"later {n}")  # "first" and two of these leave the backlog
+            headers = {"Last-Event-ID": str(first["id"])}
+            async with client.get("/logs/acme?follow=0", headers=headers) as response:
+                notice = await next_line(response)
+                assert notice["gap"] is True and notice["level"] == "warning"
+                assert "lost" in notice["message"] and "id" not in notice
+                kept = [(await next_line(response))["message"] for _ in range(3)]
+                assert kept == ["later 2", "later 3", "later 4"]
+            # resuming from a line still held: no notice
+            headers = {"Last-Event-ID": str(logs.lines("acme")[0]["id"])}
+            async with client.get("/logs/acme?follow=0", headers=headers) as response:
+                assert [(await next_line(response))["message"] for _ in range(2)] == [
+                    "later 3",
+                    "later 4",
+                ]
+
+    run(body)
+
+
+def test_a_last_event_id_that_is_not_an_id_is_refused_naming_it() -> None:
+    for bad in ("yesterday", "-3"):
+        request = make_mocked_request("GET", "/", headers={"Last-Event-ID": bad})
+        with pytest.raises(ValueError, match="Last-Event-ID must be"):
+            last_event_id(request)
+    assert last_event_id(make_mocked_request("GET", "/")) is None
+    assert last_event_id(make_mocked_request("GET", "/?last_event_id=12")) == 12
+
+
+def test_the_json_log_format_is_one_object_a_line_with_the_records_fields() -> None:
+    formatter = JsonLogFormatter()
+    record = tenant_log.makeRecord(
+        TENANT_LOGGER,
+        logging.ERROR,
+        "main",
+        1,
+        "hello %s\nsecond line",
+        ("world",),
+        None,
+        extra={"tenant_id": "acme", "status": 500},
+    )
+    text = formatter.format(record)
+    assert "\n" not in text
+    entry = json.loads(text)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", entry.pop("time"))
+    entry.pop("trace_id", None), entry.pop("span_id", None)
+    assert entry == {
+        "level": "ERROR",
+        "logger": "dynworkers.tenant",
+        "message": "hello world\nsecond line",
+        "tenant": "acme",
+        "status": 500,
+    }
+    try:
+        raise ZeroDivisionError("boom")
+    except ZeroDivisionError:
+        failed = logging.getLogger("dynworkers.pool").makeRecord(
+            "dynworkers.pool", logging.ERROR, "pool", 1, "failed", (), sys.exc_info()
+        )
+    assert "ZeroDivisionError: boom" in json.loads(formatter.format(failed))["exception"]

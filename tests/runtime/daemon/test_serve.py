@@ -30,7 +30,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     write_tenant(tenants, "spin", main=programs.SPIN)
     write_tenant(tenants, "broken", main=programs.BROKEN)
     write_tenant(tenants, "napper", main=programs.NAPPER)
-    daemon = DaemonProcess(root, tenants, deadline=2.0, max_body_bytes=4096, domain="test.local")
+    # expose_errors: the tests below read tenant tracebacks and compile errors from answers
+    daemon = DaemonProcess(
+        root, tenants, deadline=2.0, max_body_bytes=4096, domain="test.local", expose_errors=1
+    )
     daemon.start()
     SHARED_DAEMONS.add(daemon.pid)
     try:
@@ -237,6 +240,33 @@ def test_metrics_are_prometheus_text_with_the_promised_names(served: DaemonProce
     assert "counter" in memory
     statuses = {s.labels["status"] for s in families["dynworkers_workflow_instances"].samples}
     assert {"complete", "waiting", "errored"} <= statuses
+    # per tenant: requests, errors by kind, latency; the daemon's process; its build
+    requests = families["dynworkers_tenant_requests"].samples
+    assert {(s.labels["tenant"], s.labels["code"]) for s in requests} >= {
+        ("counter", "2xx"),
+        ("spin", "5xx"),
+    }
+    errors = {
+        (s.labels["tenant"], s.labels["error"])
+        for s in families["dynworkers_tenant_errors"].samples
+    }
+    assert ("spin", "DeadlineExceeded") in errors
+    latency = {
+        s.name: s.value
+        for s in families["dynworkers_tenant_request_seconds"].samples
+        if s.labels["tenant"] == "counter"
+    }
+    assert latency["dynworkers_tenant_request_seconds_count"] >= 1
+    assert latency["dynworkers_tenant_request_seconds_sum"] > 0
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["process_open_fds"].samples[0].value > 0
+    assert "python_info" in families
+    (build,) = families["dynworkers_build_info"].samples
+    assert build.labels["version"] and build.labels["python"].count(".") == 2
+    assert not [line for line in answer.body.decode().splitlines() if "_created" in line]
+    served.get("/no-such-tenant-here/")  # a name that is no tenant makes no series
+    after = served.api("GET", "/metrics").body.decode()
+    assert "no-such-tenant-here" not in after
 
 
 # --- logs ----------------------------------------------------------------------------------------
@@ -258,7 +288,7 @@ def _read_events(url: str, count: int) -> list[dict[str, Any]]:
 def test_the_log_stream_carries_a_tenants_own_lines_only(served: DaemonProcess) -> None:
     served.get("/boom/")
     served.get("/echo/logged-before")
-    url = served.control + "/_/tenants/echo/logs?tail=1"
+    url = served.control + "/_/tenants/echo/logs?tail=1&follow=1"
     found: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: found.extend(_read_events(url, 3)))
     reader.start()
@@ -275,6 +305,24 @@ def test_the_log_stream_carries_a_tenants_own_lines_only(served: DaemonProcess) 
     assert all(isinstance(line["ts"], float) and line["level"] for line in found)
     errors = _read_events(served.control + "/_/tenants/boom/logs?tail=1", 1)
     assert errors[0]["level"] == "error" and "boom from tenant code" in errors[0]["message"]
+
+
+def test_the_log_stream_follows_only_when_asked_as_the_cli_does_and_resumes_by_id(
+    served: DaemonProcess,
+) -> None:
+    for n in range(3):
+        served.get(f"/echo/resume-{n}")
+    url = served.control + "/_/tenants/echo/logs?tail=3"
+    with urllib.request.urlopen(url, timeout=30) as stream:  # no follow: the backlog, then EOF
+        events = stream.read().decode().strip().split("\n\n")
+    ids = [int(event.split("\n")[0].removeprefix("id: ")) for event in events]
+    assert len(ids) == 3 and ids == sorted(ids)
+    request = urllib.request.Request(url, headers={"Last-Event-ID": str(ids[0])})
+    with urllib.request.urlopen(request, timeout=30) as stream:
+        resumed = stream.read().decode().strip().split("\n\n")
+    assert resumed == events[1:]
+    bad = served.api("GET", "/_/tenants/echo/logs", headers={"Last-Event-ID": "soon"})
+    assert bad.status == 400 and "Last-Event-ID" in bad.json()["message"]
 
 
 def test_the_log_of_an_unknown_tenant_is_404(served: DaemonProcess) -> None:
