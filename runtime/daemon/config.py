@@ -27,7 +27,6 @@ CONFIG_VARIABLE = "DYNWORKERS_CONFIG"
 #: DYNWORKERS_* variables that are not settings: the CLI's own (the control API's URL)
 NOT_SETTINGS = frozenset({CONFIG_VARIABLE, "DYNWORKERS_URL"})
 #: how a boolean setting is spelt in the environment or on the command line
-TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(DynworkersError, ValueError):
