@@ -26,7 +26,6 @@ ENV_PREFIX = "DYNWORKERS_"
 CONFIG_VARIABLE = "DYNWORKERS_CONFIG"
 #: DYNWORKERS_* variables that are not settings: the CLI's own (the control API's URL)
 NOT_SETTINGS = frozenset({CONFIG_VARIABLE, "DYNWORKERS_URL"})
-#: how a boolean setting is spelt in the environment or on the command line
 
 
 class ConfigError(DynworkersError, ValueError):
