@@ -85,6 +85,18 @@ def page_files(root: Path = UI_DIR) -> dict[str, Path]:
     }
 
 
+def _summed_over_tenants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sums: dict[tuple[int, str], list[float]] = {}
+    for row in rows:
+        cell = sums.setdefault((row["minute"], row["name"]), [0.0, 0.0])
+        cell[0] += row["count"]
+        cell[1] += row["total"]
+    return [
+        {"tenant": None, "minute": minute, "name": name, "count": count, "total": total}
+        for (minute, name), (count, total) in sorted(sums.items())
+    ]
+
+
 class Dashboard:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -119,9 +131,10 @@ class Dashboard:
         return web.json_response({"token_required": required}, headers=SECURITY_HEADERS)
 
     async def hot_paths(self, request: web.Request) -> web.Response:
-        """Per tenant per minute: wake.cold, wake.warm, boot_ms, due_to_running_ms and
-        evict.<reason>, each a count and a total (a mean is total / count), durable across
-        restarts; `recent` holds the percentiles of the latest samples, kept in memory."""
+        """Per minute: wake.cold, wake.warm, boot_ms, due_to_running_ms and evict.<reason>, each a
+        count and a total (a mean is total / count), durable across restarts; one tenant's with
+        `tenant`, else summed over every tenant (`"tenant": null`). `recent` holds the
+        percentiles of the latest samples, kept in memory: the history has no percentiles."""
         raw = request.query.get("minutes", str(DEFAULT_MINUTES))
         try:
             minutes = int(raw)
@@ -140,6 +153,8 @@ class Dashboard:
         rows = await engine.hot_paths(since)
         if tenant is not None:
             rows = [row for row in rows if row["tenant"] == tenant]
+        else:
+            rows = _summed_over_tenants(rows)
         return web.json_response(
             {
                 "now": now,

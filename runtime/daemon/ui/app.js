@@ -14,6 +14,7 @@ const TOKEN_KEY = "dynworkers.control_token";
 const POLL_MS = 2000;
 const HOT_POLL_MS = 20000;
 const LOG_LINES = 500;
+const MAX_MERGED = 20; // tenants listed together under "all tenants"
 const FINISHED = ["complete", "errored", "terminated"];
 
 const state = {
@@ -253,7 +254,11 @@ function renderTenants(tenants, live) {
 async function renderInstances() {
   const chosen = $("#wf-tenant").value;
   const status = $("#wf-status").value;
-  const tenants = chosen ? [chosen] : state.tenants.map((t) => t.tenant);
+  let tenants = chosen ? [chosen] : state.tenants.map((t) => t.tenant);
+  const many = !chosen && tenants.length > MAX_MERGED;
+  if (many) tenants = tenants.slice(0, MAX_MERGED); // one request per tenant: pick one to see all
+  $("#instances-more").hidden = !many;
+  $("#instances-more").textContent = many ? `Showing the first ${MAX_MERGED} of ${state.tenants.length} tenants: pick a tenant to see its instances.` : "";
   const query = status ? `?status=${enc(status)}&limit=200` : "?limit=200";
   const lists = await Promise.all(tenants.map((t) =>
     api("GET", `/_/tenants/${enc(t)}/workflows${query}`).catch(() => ({ tenant: t, instances: [] }))));
@@ -268,9 +273,9 @@ async function renderInstances() {
       "data-tenant": i.tenant,
       onclick: () => openInstance(i.tenant, i.id, i.waiting_for),
     },
-    h("td", { class: "mono" }, i.id),
+    h("td", { class: "mono", title: i.id }, i.id.length > 16 ? `${i.id.slice(0, 12)}…` : i.id),
     h("td", {}, i.tenant),
-    h("td", {}, statusBadge(i.status), i.waiting_for ? h("span", { class: "muted" }, ` for "${i.waiting_for}"`) : null),
+    h("td", {}, statusBadge(i.status), i.waiting_for ? h("span", { class: "muted" }, ` for ${i.waiting_for}`) : null),
     h("td", {}, when(i.updated)));
   }));
   $("#instances-empty").hidden = rows.length > 0;

@@ -94,6 +94,8 @@ def test_the_page_files_need_no_token_and_its_data_does(tmp_path: Path) -> None:
         assert {"wake.cold", "due_to_running_ms"} <= names, names
         assert all(row["tenant"] == "napper" for row in hot.json()["rows"])
         assert set(hot.json()["recent"]) == {"boot_ms", "due_to_running_ms"}
+        summed = daemon.api("GET", "/_/hot-paths", headers=BEARER).json()["rows"]
+        assert summed and all(row["tenant"] is None for row in summed), summed
         bad = daemon.api("GET", "/_/hot-paths?minutes=0", headers=BEARER)
         assert bad.status == 400 and "minutes" in bad.json()["message"], bad
 
