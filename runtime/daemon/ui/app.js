@@ -376,7 +376,7 @@ async function renderInstance() {
   }
   if (!state.open || state.open.id !== id || state.open.tenant !== tenant) return; // moved on
   $("#instance-status").replaceChildren(statusBadge(status.status));
-  $("#instance-about").textContent = `${tenant} · ${view.workflow} · created ${when(view.created)} · updated ${when(view.updated)}`;
+  $("#instance-about").textContent = `${tenant} · workflow ${view.workflow} · created ${when(view.created)} · updated ${when(view.updated)}`;
   updateControls(status.status, state.open.waitingFor || pendingWait(view));
   const parts = [timeline(view)];
   const errors = errorList(view, status);
