@@ -23,6 +23,8 @@ Host side, an aiohttp application on the daemon's event loop, bound to `control_
     GET  /_/tenants/{t}/instances/{id}/history            steps, attempts and timeline
     POST /_/tenants/{t}/workflows/{id}/events  {"type", "payload"?}
     POST /_/tenants/{t}/workflows/{id}/{pause,resume,terminate,restart}  (restart: {"from_step"?})
+    GET  /_/ui, /_/hot-paths                              the dashboard (`runtime.daemon.dashboard`:
+                                                          its files need no token, its data does)
 
 Workflow operations go through the tenant's own `env.WORKFLOWS` binding, so the API sees exactly
 the instances the tenant sees, by the ids the tenant knows. Bad input is 400 naming the problem, an
@@ -63,6 +65,7 @@ from dynworkers.engine import (
 from dynworkers.engine.engine import STATUSES  # not in engine's surface; engine/ is not ours
 from dynworkers.loader import CompileError, InvalidWorkerCode
 from dynworkers.runtime.daemon.connections import BodyTimeout, read_body
+from dynworkers.runtime.daemon.dashboard import Dashboard, add_memory, is_public
 from dynworkers.runtime.daemon.deployments import InvalidTenant, check_tenant_id
 from dynworkers.runtime.daemon.front import compile_errors, error
 from dynworkers.runtime.daemon.logs import last_event_id
@@ -188,6 +191,7 @@ class ControlAPI:
         add("GET", "/_/tenants/{tenant}/workflows/{id}/history", self.instance_history)
         add("POST", "/_/tenants/{tenant}/workflows/{id}/events", self.send_event)
         add("POST", "/_/tenants/{tenant}/workflows/{id}/{operation}", self.operate)
+        Dashboard(self.daemon).add_routes(app)
         return app
 
     # --- errors and the token --------------------------------------------------------------------
@@ -195,7 +199,7 @@ class ControlAPI:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.daemon.config.control_token
-        if token and request.path not in ("/healthz", "/readyz"):
+        if token and request.path not in ("/healthz", "/readyz") and not is_public(request):
             given = request.headers.get("Authorization", "")
             if not given:
                 return error(
@@ -319,6 +323,7 @@ class ControlAPI:
 
     async def stats(self, request: web.Request) -> web.Response:
         stats = self.daemon.supervisor.stats()
+        add_memory(stats, self.daemon.supervisor)
         stats["daemon"] = {
             "in_flight": self.daemon.front.in_flight,
             "tenants": len(self.daemon.tenants.deployments.current),
