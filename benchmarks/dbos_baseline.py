@@ -8,7 +8,10 @@ DBOS (PyPI `dbos`) is a process-global singleton, so every measurement runs in a
 no conductor key, no OTLP endpoint and no Postgres URL. DBOS leaves SQLite in its default
 rollback-journal mode (it sets only busy_timeout, foreign_keys and BEGIN IMMEDIATE), so
 `make_wal_db` pre-creates each file with `PRAGMA journal_mode=WAL`, which persists in the file;
-`synchronous` stays at SQLite's default (FULL). Every run gets its own temporary directory.
+`synchronous` stays at SQLite's default (FULL), unless `durability="process"`: then the child
+listens for every SQLAlchemy connection DBOS opens and sets `PRAGMA synchronous=NORMAL` on it
+(dynworkers' "process" durability: survives kill -9, not a power loss). Every run gets its own
+temporary directory.
 With `url="postgresql://..."` (a fresh, empty database the caller made), the same functions put
 DBOS's system database there instead (`system_database_url`, the only database setting of DBOS 3.4+;
 DBOS creates its `dbos` schema and uses psycopg); nothing else changes.
@@ -88,6 +91,23 @@ def _sqlite_path(db_url: str) -> str | None:
     return db_url.removeprefix("sqlite:///") if db_url.startswith("sqlite:///") else None
 
 
+def _set_durability(db_url: str, durability: str) -> None:
+    """In a child: "process" sets synchronous=NORMAL on every SQLite connection opened later."""
+    if durability == "full" or not db_url.startswith("sqlite:///"):
+        return
+    if durability != "process":
+        raise ValueError(f"durability must be full or process, got {durability!r}")
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def pragma(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(Engine, "connect", pragma)
+
+
 def _launch(db_url: str) -> tuple[Callable[[int], int], Callable[[int, float], int]]:
     """In a child: configure DBOS on `db_url`, register the workflows, launch DBOS."""
     from dbos import DBOS
@@ -160,10 +180,11 @@ def _run(body: Callable[..., Any], *args: Any) -> dict[str, Any]:
 
 
 def _throughput_body(
-    _conn: Any, db_url: str, steps: int, concurrency: int, count: int
+    _conn: Any, db_url: str, steps: int, concurrency: int, count: int, durability: str = "full"
 ) -> dict[str, Any]:
     from dbos import DBOS
 
+    _set_durability(db_url, durability)
     chain, _ = _launch(db_url)
     warmup = min(5, count)
 
@@ -201,13 +222,16 @@ def _throughput_body(
     }
 
 
-def throughput(steps: int, concurrency: int, count: int, url: str | None = None) -> dict[str, Any]:
+def throughput(
+    steps: int, concurrency: int, count: int, url: str | None = None, durability: str = "full"
+) -> dict[str, Any]:
     """Workflows per second and per-workflow latency for `count` workflows of `steps` steps
-    (on `url`, a fresh PostgreSQL database, if given)."""
+    (on `url`, a fresh PostgreSQL database, if given; SQLite at `durability`)."""
     if concurrency < 1 or count < 1:
         raise ValueError("concurrency and count must be >= 1")
     with _temp_db(url) as db_url:
-        out = _run(_throughput_body, db_url, steps, concurrency, count)
+        out = _run(_throughput_body, db_url, steps, concurrency, count, durability)
+        out["durability"] = durability
         path = _sqlite_path(db_url)
         out["journal_mode"] = journal_mode(path) if path else "postgresql"
     return out

@@ -15,7 +15,9 @@ a. workflows/s and per-workflow latency (p50/p99, create to durable completion),
    workflows. A tenant's wake-ups run one at a time in its one sandbox, so dynworkers' 50-at-once
    rows are taken with one tenant and with five (client i uses tenant i % 5).
 b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us (and the
-   same from the p50s, which fsync outliers on a shared disk move less).
+   same from the p50s, which fsync outliers on a shared disk move less). The sequential rows run
+   again at durability "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not
+   a power loss; `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
 c. recovery: a child creates N instances (over 5 tenants) that run one step then `step.sleep`
    ~1 s (N / 250 s when longer, so that all hibernate before the first wakes; same on both
    sides), waits until all are "waiting" and is SIGKILLed. Once every wake time has passed, a
@@ -149,7 +151,9 @@ class Probe:
 
 
 @contextlib.asynccontextmanager
-async def _host(state_dir: str, store: str | None = None) -> AsyncIterator[tuple[Engine, Probe]]:
+async def _host(
+    state_dir: str, store: str | None = None, durability: str = "full"
+) -> AsyncIterator[tuple[Engine, Probe]]:
     """Supervisor + Engine on `state_dir` (and `store`, default its SQLite file), the dynamic
     workflow registered, a Probe installed."""
     from dynworkers.engine import Engine, create_dynamic_workflow_entrypoint, wrap_workflow_binding
@@ -162,7 +166,7 @@ async def _host(state_dir: str, store: str | None = None) -> AsyncIterator[tuple
 
     config = SupervisorConfig(state_dir=state_dir, spares=2, max_sandboxes=8)
     async with Supervisor(config) as supervisor:
-        engine = Engine(supervisor, store, max_running=64)
+        engine = Engine(supervisor, store, max_running=64, durability=durability)
         probe = Probe(engine)
         async with engine:
 
@@ -203,13 +207,18 @@ async def _one(engine: Engine, probe: Probe, tenant: str, steps: int) -> float:
 
 
 async def throughput(
-    steps: int, concurrency: int, count: int, tenants: int, store: str | None = None
+    steps: int,
+    concurrency: int,
+    count: int,
+    tenants: int,
+    store: str | None = None,
+    durability: str = "full",
 ) -> dict[str, Any]:
     """`count` workflows of `steps` steps, `concurrency` in flight over `tenants` tenants, on
-    `store` (default: SQLite in a fresh state directory)."""
+    `store` (default: SQLite in a fresh state directory, at `durability`)."""
     names = [f"t{i}" for i in range(tenants)]
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as state_dir:
-        async with _host(state_dir, store) as (engine, probe):
+        async with _host(state_dir, store, durability) as (engine, probe):
             for i in range(max(5, tenants)):
                 await _one(engine, probe, names[i % tenants], steps)
             latencies: list[float] = []
@@ -236,6 +245,7 @@ async def throughput(
         "p99_ms": summary["p99_ms"],
         "latency": summary,
         "store_commits": commits,
+        "durability": durability,
     }
 
 
@@ -417,11 +427,25 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
             _section(dyn, f"{steps}_steps_{key}", asyncio.run, coroutine)
         for key, cc in [("sequential", 1), (f"{c}_at_once", c)]:
             _section(ref, f"{steps}_steps_{key}", dbos.throughput, steps, cc, n["count"])
+        coroutine = throughput(steps, 1, n["count"], 1, durability="process")
+        _section(dyn, f"{steps}_steps_sequential_process", asyncio.run, coroutine)
+        _section(
+            ref,
+            f"{steps}_steps_sequential_process",
+            dbos.throughput,
+            steps,
+            1,
+            n["count"],
+            None,
+            "process",
+        )
     for side in (dyn, ref):
-        wf0, wf3 = side["0_steps_sequential"], side["3_steps_sequential"]
-        if "mean_ms" in wf0 and "mean_ms" in wf3:
-            side["per_step_us"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
-            side["per_step_us_from_p50"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
+        for suffix in ("", "_process"):
+            wf0 = side.get(f"0_steps_sequential{suffix}", {})
+            wf3 = side.get(f"3_steps_sequential{suffix}", {})
+            if "mean_ms" in wf0 and "mean_ms" in wf3:
+                side[f"per_step_us{suffix}"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
+                side[f"per_step_us_from_p50{suffix}"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
     # long enough that the slower side has every instance asleep before the first one wakes
     sleep_s = max(1.0, n["recovery"] / 50)
     _section(dyn, "recovery", recovery, n["recovery"], round(sleep_s * 1000))
@@ -460,6 +484,15 @@ def table(report: dict[str, Any], c: int) -> str:
                 ("p99_ms", " p99", " ms"),
             ]:
                 rows.append((f"{steps} steps, {label}{suffix}", d.get(field), r.get(field), unit))
+        d = dyn.get(f"{steps}_steps_sequential_process", {})
+        r = ref.get(f"{steps}_steps_sequential_process", {})
+        for field, suffix, unit in [
+            ("per_second", "", " wf/s"),
+            ("p50_ms", " p50", " ms"),
+            ("p99_ms", " p99", " ms"),
+        ]:
+            label = f"{steps} steps, sequential, durability process{suffix}"
+            rows.append((label, d.get(field), r.get(field), unit))
     dr, rr, w = dyn.get("recovery", {}), ref.get("recovery", {}), dyn.get("waiting", {})
     rows += [
         ("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"),
@@ -467,6 +500,18 @@ def table(report: dict[str, Any], c: int) -> str:
             "per-step overhead (from p50s)",
             dyn.get("per_step_us_from_p50"),
             ref.get("per_step_us_from_p50"),
+            " us",
+        ),
+        (
+            "per-step overhead, durability process",
+            dyn.get("per_step_us_process"),
+            ref.get("per_step_us_process"),
+            " us",
+        ),
+        (
+            "per-step overhead, durability process (from p50s)",
+            dyn.get("per_step_us_from_p50_process"),
+            ref.get("per_step_us_from_p50_process"),
             " us",
         ),
         (

@@ -87,12 +87,13 @@ class Engine:
         lease: float = 5.0,
         poll_interval: float = 1.0,
         retention: float | None = DEFAULT_RETENTION_S,
+        durability: str = "full",
     ) -> None:
         self.supervisor = supervisor
         if store is None:
             state = Path(supervisor.config.state_dir) if supervisor else Path(".dynworkers")
             store = f"sqlite:///{state / 'engine.db'}"
-        self.store = open_store(store) if isinstance(store, str) else store
+        self.store = open_store(store, durability) if isinstance(store, str) else store
         self.clock = clock or Clock()
         if max_steps < 1:
             raise InvalidInput("max_steps must be >= 1")

@@ -5,6 +5,15 @@ await them. The thread takes every operation queued, runs each inside its own SA
 commits them all in one transaction: a caller's await returns after the commit that holds its
 record (durable), and a hundred concurrent callers share one fsync. An operation that raises is
 rolled back to its savepoint alone and its caller gets the error; the others commit.
+
+Reads do not queue behind commits: a second thread owns a read-only connection and answers every
+pure read (WAL lets it read while the writer commits). A read sees every write whose await has
+returned, never one still in flight; each read runs in one transaction, so it sees one snapshot.
+
+`durability` is how far a commit the engine reported survives: "full" (the default, SQLite
+`synchronous=FULL`) survives a power loss; "process" (`synchronous=NORMAL`) survives kill -9 of
+the host (the commit is in the operating system's cache) but its last commits may be lost in a
+power loss or kernel crash. Neither ever corrupts the file.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any, TypeVar
 
 from dynworkers.engine.errors import InvalidTransition
 from dynworkers.engine.store import (
+    DURABILITY,
     EventRecord,
     HistoryRecord,
     HistoryRow,
@@ -30,6 +40,7 @@ from dynworkers.engine.store import (
     StepRecord,
     Store,
     StoreError,
+    check_durability,
 )
 
 T = TypeVar("T")
@@ -166,12 +177,17 @@ def _instance(row: tuple[Any, ...]) -> InstanceRecord:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, durability: str = "full") -> None:
         self.path = Path(path)
+        self.durability = check_durability(durability)
         self._queue: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
             queue.SimpleQueue()
         )
+        self._reads: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0  # transactions committed: the group-commit figure
 
@@ -185,9 +201,23 @@ class SQLiteStore(Store):
             target=self._run, args=(ready,), name="dynworkers-store", daemon=True
         )
         self._thread.start()
-        await ready
+        await ready  # the schema is migrated: the reader may open its connection
+        opened: asyncio.Future[None] = self._loop.create_future()
+        self._reader = threading.Thread(
+            target=self._read_loop, args=(opened,), name="dynworkers-store-read", daemon=True
+        )
+        self._reader.start()
+        try:
+            await opened
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reads.put(None)
+            await asyncio.to_thread(self._reader.join)
+            self._reader = None
         if self._thread is None:
             return
         self._queue.put(None)
@@ -200,8 +230,8 @@ class SQLiteStore(Store):
         # WAL: readers never block the writer; commits append to the log instead of rewriting.
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit the engine reported is on disk even after a power loss; group commit
-        # pays for the fsync once per batch.
-        db.execute("PRAGMA synchronous=FULL")
+        # pays for the fsync once per batch. NORMAL ("process"): no fsync per commit.
+        db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
         db.execute("PRAGMA foreign_keys=ON")
         self._migrate(db)
         return db
@@ -251,6 +281,31 @@ class SQLiteStore(Store):
                 break
         db.close()
 
+    def _read_loop(self, opened: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        try:
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            error = StoreError(f"open for reading: {exc}")
+            self._loop.call_soon_threadsafe(opened.set_exception, error)
+            return
+        self._loop.call_soon_threadsafe(opened.set_result, None)
+        while (item := self._reads.get()) is not None:
+            operation, future = item
+            try:
+                db.execute("BEGIN")
+                try:
+                    outcome = (future, True, operation(db))
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                outcome = (future, False, StoreError(f"read failed: {exc}"))
+            except Exception as exc:
+                outcome = (future, False, exc)
+            self._loop.call_soon_threadsafe(_settle, *outcome)
+        db.close()
+
     def _commit(
         self, db: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
     ) -> None:
@@ -285,6 +340,14 @@ class SQLiteStore(Store):
             raise StoreError("the store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put((operation, future))
+        return await future
+
+    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a pure read on the reader thread, beside the writer's commits."""
+        if self._reader is None or self._loop is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._reads.put((operation, future))
         return await future
 
     # --- instances -------------------------------------------------------------------------------
@@ -330,7 +393,7 @@ class SQLiteStore(Store):
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             return _instance(row)
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def update_instance(self, instance_id: str, **fields: object) -> None:
         _check_fields(fields)
@@ -366,7 +429,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [_instance(row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def due_instances(self, now: float, limit: int) -> list[InstanceRecord]:
         def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
@@ -378,7 +441,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [_instance(row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def count_by_status(self) -> dict[str, int]:
         def operation(db: sqlite3.Connection) -> dict[str, int]:
@@ -386,7 +449,7 @@ class SQLiteStore(Store):
             rows = db.execute("SELECT status, count(*) FROM instances GROUP BY status").fetchall()
             return {status: int(count) for status, count in rows}
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -398,7 +461,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [StepRecord(*row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def put_step(self, step: StepRecord) -> None:
         await self._do(lambda db: _put_step(db, step))
@@ -445,7 +508,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [HistoryRecord(*row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def wait_for_event(
         self,
@@ -566,7 +629,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [tuple(row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     # --- children and retention ------------------------------------------------------------------
 
@@ -579,7 +642,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [row[0] for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def purge_finished(self, before: float, limit: int = 1000) -> int:
         def operation(db: sqlite3.Connection) -> int:
@@ -626,7 +689,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [HostRecord(*row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def claim(self, instance_id: str, host: str, now: float) -> tuple[InstanceRecord, bool]:
         def operation(db: sqlite3.Connection) -> tuple[InstanceRecord, bool]:
@@ -656,7 +719,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [(row[0], row[1]) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def request_pause(self, instance_id: str, now: float) -> str:
         def operation(db: sqlite3.Connection) -> str:
@@ -704,7 +767,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [tuple(row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     # --- bulk reads ------------------------------------------------------------------------------
 
@@ -717,7 +780,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [_instance(row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
     async def events(self, instance_id: str) -> list[EventRecord]:
         def operation(db: sqlite3.Connection) -> list[EventRecord]:
@@ -728,7 +791,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [EventRecord(*row) for row in rows]
 
-        return await self._do(operation)
+        return await self._read(operation)
 
 
 def _check_fields(fields: dict[str, object]) -> None:

@@ -326,13 +326,31 @@ class Store(abc.ABC):
         """The instance's buffered events (not yet taken), in the order they leave."""
 
 
-def open_store(url: str) -> Store:
+#: durability -> SQLite's `synchronous`: "full" survives a power loss, "process" survives kill -9
+#: of the host but not a power loss (see engine.sqlite_store)
+DURABILITY = {"full": "FULL", "process": "NORMAL"}
+
+
+def check_durability(durability: str) -> str:
+    """`durability` if it is one the stores know, else a StoreError that lists them."""
+    if durability not in DURABILITY:
+        raise StoreError(
+            f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}"
+        )
+    return durability
+
+
+def open_store(url: str, durability: str = "full") -> Store:
     """A store for `url`: `sqlite:///relative/or/absolute/path.db`, or
-    `postgresql://user:password@host:port/database` (needs `pip install 'dynworkers[postgres]'`)."""
+    `postgresql://user:password@host:port/database` (needs `pip install 'dynworkers[postgres]'`).
+
+    `durability` applies to SQLite; PostgreSQL commits as its server is configured (a host's
+    kill -9 loses nothing there either way)."""
+    check_durability(durability)
     if url.startswith("sqlite:///"):
         from dynworkers.engine.sqlite_store import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"))
+        return SQLiteStore(url.removeprefix("sqlite:///"), durability)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from dynworkers.engine.postgres_store import PostgresStore

@@ -9,7 +9,7 @@ and memory errors from hostile source become compile errors (in `sandbox_policy.
 
 from __future__ import annotations
 
-import marshal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +17,10 @@ import msgspec
 
 from dynworkers.loader.cache import CompileCache, cache_key
 from dynworkers.loader.code import Binding, Limits, WorkerCode
+from dynworkers.loader.compile_process import compile_here
 from dynworkers.loader.errors import CompileError, InvalidWorkerCode
 from dynworkers.loader.imports import refusals
 from dynworkers.sandbox_policy import Policy, SourceRejected
-from dynworkers.sandbox_policy.compiler import compile_module
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,15 @@ class CompiledWorker:
 
 
 def compile_worker(
-    worker_id: str, code: WorkerCode, policy: Policy, cache: CompileCache
+    worker_id: str,
+    code: WorkerCode,
+    policy: Policy,
+    cache: CompileCache,
+    compiler: Callable[[str, str, Policy], bytes] = compile_here,
 ) -> CompiledWorker:
+    """Compile every module of `code` (through the cache) with `compiler`, which returns the
+    marshalled code or raises SourceRejected (`compile_process` moves large ones out of the
+    host process)."""
     errors: list[tuple[str, int | None, str]] = []
     if len(code.modules) > policy.max_modules:
         errors.append(
@@ -68,7 +75,7 @@ def compile_worker(
         blob = cache.get(key)
         if blob is None:
             try:
-                blob = marshal.dumps(compile_module(source, filename, policy))
+                blob = compiler(source, filename, policy)
             except SourceRejected as rejected:
                 errors.extend((name, line, message) for _, line, message in rejected.problems)
                 continue

@@ -1,6 +1,8 @@
 """Worker Loader semantics, after Cloudflare's `env.LOADER`.
 
-Host side, on the supervisor's event loop; compilation runs in a worker thread. `get(id, callback)`
+Host side, on the supervisor's event loop; compilation runs in a worker thread, and a large
+module's in a helper process (`compile_process`: the compiler holds the GIL), so that compiling
+never stalls the loop that serves other tenants. `close()` stops the helper. `get(id, callback)`
 returns a stub at once, as Cloudflare's does; its first call loads the code (the callback runs only
 on a miss, and concurrent misses for one id share one callback run). `await loader.get(...)` loads
 and returns the `WorkerStub`, as before. `load(code)` is never cached: each call gets a fresh
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dynworkers.loader.cache import CompileCache
 from dynworkers.loader.code import WorkerCode
 from dynworkers.loader.compile import compile_worker
+from dynworkers.loader.compile_process import CompileProcess
 from dynworkers.loader.errors import InvalidWorkerCode
 from dynworkers.loader.stub import Dispatcher, LazyWorker, WorkerStub
 from dynworkers.sandbox_policy import Policy
@@ -43,6 +46,7 @@ class WorkerLoader:
         self.workers: OrderedDict[str, WorkerStub] = OrderedDict()
         self._loading: dict[str, asyncio.Future[WorkerStub]] = {}
         self.callbacks_run = 0
+        self.compiler = CompileProcess()
 
     def get(self, worker_id: str, callback: Callback) -> LazyWorker:
         """The worker `worker_id`, loaded from `callback()` when its code is first needed."""
@@ -95,5 +99,11 @@ class WorkerLoader:
                 f"the loader callback for {worker_id!r} returned {type(code).__name__}, "
                 "not a WorkerCode"
             )
-        compiled = await asyncio.to_thread(compile_worker, worker_id, code, self.policy, self.cache)
+        compiled = await asyncio.to_thread(
+            compile_worker, worker_id, code, self.policy, self.cache, self.compiler.compile
+        )
         return WorkerStub(compiled, self.dispatcher)
+
+    async def close(self) -> None:
+        """Stop the compile helper process, if one was started."""
+        await asyncio.to_thread(self.compiler.close)

@@ -289,6 +289,7 @@ class Supervisor:
             closed = self._kv.close()
             if inspect.isawaitable(closed):
                 await closed
+        await self.loader.close()
         if self._run_dir is not None:
             self._run_dir.remove()
         self._lock.release()

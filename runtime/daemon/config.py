@@ -52,6 +52,9 @@ class DaemonConfig:
     #: the store URL; empty means sqlite:///<state_dir>/engine.db (and KV in <state_dir>/kv.db);
     #: postgresql://user:password@host:port/database puts workflows and KV in that database
     store: str = ""
+    #: "full": a workflow commit survives a power loss (SQLite synchronous=FULL); "process": it
+    #: survives kill -9 of the daemon, not a power loss (synchronous=NORMAL), and costs less
+    durability: str = "full"
     #: also route by Host header: <tenant>.<domain> reaches the tenant with the whole path
     domain: str = ""
     #: behind a proxy: take the scheme and host of the tenant's request URL from the
@@ -129,6 +132,8 @@ class DaemonConfig:
                 f"store must be sqlite:///path.db or postgresql://user:password@host:port/database,"
                 f" got {self.store!r}"
             )
+        if self.durability not in ("full", "process"):
+            raise ConfigError(f"durability must be full or process, got {self.durability!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"

@@ -99,6 +99,7 @@ class Daemon:
             address=f"http://{config.host}:{config.port}",
             lease=config.lease,
             poll_interval=config.poll_interval,
+            durability=config.durability,
         )
         self.tenants = Tenants(self.supervisor, self.engine, config)
         self.logs = TenantLogs()

@@ -1,7 +1,8 @@
 """A real host process for the crash-recovery test: `python -m tests.engine.host_process`.
 
-`start DIR N STEPS`: start a Supervisor and an Engine on DIR, create N instances of the COUNTER
-tenant (STEPS steps each, a short sleep between steps) and run until killed.
+`start DIR N STEPS [DURABILITY]`: start a Supervisor and an Engine (durability "full" unless
+given) on DIR, create N instances of the COUNTER tenant (STEPS steps each, a short sleep between
+steps) and run until killed.
 `resume DIR`: start again on DIR, wait until every instance is finished, print a JSON report
 (statuses, outputs, and how many times each step body ran, counted in the tenant's KV).
 """
@@ -29,8 +30,8 @@ def config(state: str) -> SupervisorConfig:
     )
 
 
-async def start(state: str, count: int, steps: int) -> None:
-    async with Harness(config(state)) as h:
+async def start(state: str, count: int, steps: int, durability: str = "full") -> None:
+    async with Harness(config(state), durability=durability) as h:
         h.deploy("acme", programs.COUNTER)
         envelope = {"__dispatcherMetadata": {"tenant_id": "acme"}}
         params = {"steps": steps, "sleep_each": 20}
@@ -56,6 +57,6 @@ async def resume(state: str) -> None:
 if __name__ == "__main__":
     mode, state = sys.argv[1], sys.argv[2]
     if mode == "start":
-        asyncio.run(start(state, int(sys.argv[3]), int(sys.argv[4])))
+        asyncio.run(start(state, int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6]))
     else:
         asyncio.run(resume(state))

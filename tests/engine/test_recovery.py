@@ -74,7 +74,10 @@ def _recorded_steps(db: Path) -> set[tuple[str, int]]:
     return {(row[0], row[1]) for row in rows}
 
 
-def test_kill_9_of_the_host_mid_run_resumes_every_instance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["full", "process"])
+def test_kill_9_of_the_host_mid_run_resumes_every_instance(tmp_path: Path, durability: str) -> None:
+    """Both durability settings survive kill -9 of the host: "process" skips only the fsync,
+    and a killed process's writes are in the operating system's cache."""
     state = tmp_path / "state"
     count, steps = 8, 15
     host = subprocess.Popen(
@@ -86,6 +89,7 @@ def test_kill_9_of_the_host_mid_run_resumes_every_instance(tmp_path: Path) -> No
             str(state),
             str(count),
             str(steps),
+            durability,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
