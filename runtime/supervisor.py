@@ -221,6 +221,7 @@ class Supervisor:
         """Take the state directory (StateDirInUse, StateDirUnusable), then start the zygote
         and the spares. An `Engine(supervisor)` shares the directory under this lock."""
         self._lock.acquire()  # before anything else touches the directory
+        tracing.refresh()  # spans only when a tracer provider is set by now
         try:
             await self._start()
         except BaseException:

@@ -3,10 +3,13 @@
 Host side: called on the supervisor's event loop (the daemon's front door, `Supervisor.invoke`,
 binding calls) and the engine's (wake-ups, step attempts). Never imported by the sandbox.
 
-`ENABLED` is decided once, at import: True when opentelemetry is importable and the standard
-`OTEL_SDK_DISABLED` is not "true". Callers read `tracing.ENABLED` before calling anything else
-here (the functions below assume the package is there), so without the extra the hot paths do
-no new work but reading that flag, and nothing imports opentelemetry.
+`ENABLED` is True only when opentelemetry is importable, the standard `OTEL_SDK_DISABLED` is not
+"true", and a tracer provider is there to receive spans: one given to `set_tracer_provider`, or
+a global provider the application (or `opentelemetry-instrument`) set before the Supervisor
+started (`refresh()`, called by `Supervisor.start`). An installed extra with no provider
+configured costs nothing. Callers read `tracing.ENABLED` before calling anything else here (the
+functions below assume the package is there), so without the extra the hot paths do no new work
+but reading that flag, and nothing imports opentelemetry.
 
     span                      kind      what
     <METHOD> (GET, POST...)   SERVER    a front-door request; continues the caller's traceparent
@@ -43,15 +46,17 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-ENABLED: bool
+AVAILABLE: bool
 try:
     from opentelemetry import propagate, trace
     from opentelemetry.context import Context
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError:  # the otel extra is not installed: tracing is off
-    ENABLED = False
+    AVAILABLE = False
 else:
-    ENABLED = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+    AVAILABLE = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+#: spans are made (see the module docstring); `refresh()` decides
+ENABLED = False
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -73,6 +78,20 @@ def set_tracer_provider(provider: TracerProvider | None) -> None:
     """Trace dynworkers through `provider`; None: through the global one again."""
     global _provider, _tracer
     _provider, _tracer = provider, None
+    refresh()
+
+
+def refresh() -> bool:
+    """Trace when a provider is there: dynworkers' own, or a global one that is not the API's
+    default placeholder (a proxy that drops every span until an application sets one)."""
+    global ENABLED
+    if not AVAILABLE:
+        ENABLED = False
+    elif _provider is not None:
+        ENABLED = True
+    else:
+        ENABLED = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return ENABLED
 
 
 def tracer() -> Tracer:
