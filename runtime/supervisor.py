@@ -87,29 +87,47 @@ def _expire(future: asyncio.Future[protocol.Message]) -> None:
 
 class CallControl:
     """The deadline of one call in flight: a timer on its reply future (no extra task on the
-    warm path). Bindings passed to the call may move it, e.g. to a step's own timeout."""
+    warm path). Bindings passed to the call may move it, e.g. to a step's own timeout.
 
-    __slots__ = ("_future", "_timer", "timeout")
+    Lazy: moving the deadline later keeps the armed timer, which re-arms itself for the rest
+    when it fires early; only a deadline moved earlier replaces it. A workflow's steps move the
+    deadline twice each (to the step's timeout and back), so this keeps the loop's timer heap
+    still on the hot path."""
+
+    __slots__ = ("_deadline", "_future", "_loop", "_timer", "timeout")
 
     def __init__(
         self, future: asyncio.Future[protocol.Message], seconds: float, timeout: float
     ) -> None:
         self._future = future
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.set_deadline(seconds)
         self.timeout = timeout  # what the caller was promised, for the error message
 
     def set_deadline(self, seconds: float) -> None:
         """The call now ends `seconds` from now, killing its sandbox if it has not answered."""
-        if self._timer is not None:
-            self._timer.cancel()
         self.timeout = seconds
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(max(seconds, 0.0), _expire, self._future)
+        self._deadline = deadline = self._loop.time() + max(seconds, 0.0)
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and re-arms for the rest (`_due`)
+            timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._loop.time() < self._deadline:  # moved later since it was armed
+            self._timer = self._loop.call_at(self._deadline, self._due)
+            return
+        _expire(self._future)
 
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
 
     def abort(self, why: str) -> None:
         """End the call now and kill its sandbox, whatever the tenant code is doing: the engine
