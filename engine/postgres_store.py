@@ -32,6 +32,7 @@ from dynworkers.engine.store import (
     InstanceRecord,
     StepRecord,
     Store,
+    settle_pause,
 )
 
 
@@ -172,7 +173,7 @@ class PostgresStore(Store):
             values = fields
             if generation is not None:
                 status = await rows.check_generation(db, instance_id, generation)
-                values = _settle_pause(status, fields)
+                values = settle_pause(status, fields)
             elif history:
                 await rows.lock_instance(db, instance_id)
             if values:
@@ -220,7 +221,7 @@ class PostgresStore(Store):
             # is either buffered now (taken here) or delivered after (and finds us waiting)
             if generation is not None:
                 status = await rows.check_generation(db, instance_id, generation)
-                values = _settle_pause(status, fields)
+                values = settle_pause(status, fields)
             else:
                 await rows.lock_instance(db, instance_id)
                 values = fields
@@ -432,10 +433,3 @@ class PostgresStore(Store):
             return [EventRecord(*row) for row in await cursor.fetchall()]
 
         return await self.db.read("events", operation)
-
-
-def _settle_pause(status: str, fields: dict[str, object]) -> dict[str, object]:
-    """A wake-up that suspends while a pause waits for it leaves the instance paused."""
-    if status == "waitingForPause" and fields.get("status") in ("waiting", "queued"):
-        return {**fields, "status": "paused"}
-    return fields

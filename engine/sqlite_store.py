@@ -41,6 +41,7 @@ from dynworkers.engine.store import (
     Store,
     StoreError,
     check_durability,
+    settle_pause,
 )
 
 T = TypeVar("T")
@@ -480,7 +481,7 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> None:
             values = fields
             if generation is not None:
-                values = _settle_pause(_check_generation(db, instance_id, generation), fields)
+                values = settle_pause(_check_generation(db, instance_id, generation), fields)
             if values:
                 _update(db, instance_id, values)
             if step is not None:
@@ -525,7 +526,7 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> EventRecord | None:
             values = fields
             if generation is not None:
-                values = _settle_pause(_check_generation(db, instance_id, generation), fields)
+                values = settle_pause(_check_generation(db, instance_id, generation), fields)
             # one transaction with deliver_event's: the event is either buffered now (taken
             # here) or delivered after this commit (and then finds the instance waiting)
             event = _take_event(db, instance_id, type)
@@ -830,13 +831,6 @@ def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int)
             "this wake-up began; nothing was written"
         )
     return str(row[1])
-
-
-def _settle_pause(status: str, fields: dict[str, object]) -> dict[str, object]:
-    """A wake-up that suspends while a pause waits for it leaves the instance paused."""
-    if status == "waitingForPause" and fields.get("status") in ("waiting", "queued"):
-        return {**fields, "status": "paused"}
-    return fields
 
 
 def _next_generation(db: sqlite3.Connection, instance_id: str) -> int:

@@ -340,6 +340,14 @@ def check_durability(durability: str) -> str:
     return durability
 
 
+def settle_pause(status: str, fields: dict[str, object]) -> dict[str, object]:
+    """The fields a fenced write of a wake-up applies, given the instance's `status` now: a
+    wake-up that suspends while a pause waits for it (waitingForPause) leaves it paused."""
+    if status == "waitingForPause" and fields.get("status") in ("waiting", "queued"):
+        return {**fields, "status": "paused"}
+    return fields
+
+
 def open_store(url: str, durability: str = "full") -> Store:
     """A store for `url`: `sqlite:///relative/or/absolute/path.db`, or
     `postgresql://user:password@host:port/database` (needs `pip install 'dynworkers[postgres]'`).
