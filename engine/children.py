@@ -44,8 +44,9 @@ class Children:
         self, parent: InstanceRecord, name: str, occurrence: int, params: bytes, given: Any
     ) -> str:
         """Create the child (once) and queue it; its id as the parent's tenant sees it."""
-        prefix = f"{parent.tenant}/" if parent.tenant else ""
-        parent_local = parent.id.removeprefix(prefix)
+        # the child lives beside its parent: the same tenant, the same workflow namespace
+        parent_local = rules.local_id(parent.id, parent.tenant)
+        prefix = parent.id[: len(parent.id) - len(parent_local)]
         if given is None:
             digest = hashlib.sha256(f"{parent.id}\0{name}\0{occurrence}".encode()).hexdigest()
             local = f"{parent_local[:60]}-{digest[:16]}"
@@ -80,8 +81,7 @@ class Children:
         """Tell `record`'s parent (if any) that it ended; True if that woke the parent."""
         if record.parent is None:
             return False
-        prefix = f"{record.tenant}/" if record.tenant else ""
-        local = record.id.removeprefix(prefix)
+        local = rules.local_id(record.id, record.tenant)
         data = _encode({"status": status, "output": output, "error": error})
         now = self.clock.now()
         try:

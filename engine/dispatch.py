@@ -151,6 +151,12 @@ class WorkflowsBinding(Binding):
         self.binding_name = binding_name
         self._engine = engine
         self._workflow = workflow
+        #: a binding that names its workflow (metadata "workflow", as a wrangler `workflows`
+        #: entry does) keeps its instance ids apart from every other workflow's
+        named = metadata.get("workflow") if isinstance(metadata, dict) else None
+        self.namespace: str | None = None
+        if isinstance(named, str) and rules.WORKFLOW_NAME.fullmatch(named):
+            self.namespace = named
 
     def _target(self) -> tuple[Engine, str]:
         from dynworkers.engine.engine import running_engine
@@ -172,12 +178,20 @@ class WorkflowsBinding(Binding):
 
     async def _own(self, engine: Engine, tenant_id: str, local_id: object) -> str:
         """The engine id of the tenant's instance `local_id`; unknown to every other tenant.
-        A malformed id is refused as invalid, never looked up."""
+        A malformed id is refused as invalid, never looked up. A binding without a workflow
+        of its own (the host's, the control API's) may name one: `<workflow>:<id>`."""
+        namespace = self.namespace
+        bare = local_id
+        if namespace is None and isinstance(local_id, str) and rules.WORKFLOW_SEPARATOR in local_id:
+            namespace, _, bare = local_id.partition(rules.WORKFLOW_SEPARATOR)
+            if not rules.WORKFLOW_NAME.fullmatch(namespace):
+                raise InvalidInput(f"instance id {local_id!r} is not valid")
         try:
-            rules.check_instance_id(local_id)
+            rules.check_instance_id(bare)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        instance_id = f"{tenant_id}/{local_id}"
+        scoped = bare if namespace is None else f"{namespace}{rules.WORKFLOW_SEPARATOR}{bare}"
+        instance_id = f"{tenant_id}/{scoped}"
         try:
             record = await engine.record(instance_id)
         except InstanceNotFound:
@@ -191,17 +205,19 @@ class WorkflowsBinding(Binding):
     ) -> Any:
         engine, workflow = self._target()
         tenant_id = self.scope or tenant_id
-        prefix = f"{tenant_id}/"
+        ns = self.namespace
         if method == "create":
             instance_id, params = ([*list(args), None, None])[:2]
             items = [(instance_id, envelope(self.metadata, params))]
-            (created,) = await engine.create(workflow, items, tenant=tenant_id, strict=True)
-            return created.removeprefix(prefix)
+            (created,) = await engine.create(
+                workflow, items, tenant=tenant_id, strict=True, namespace=ns
+            )
+            return rules.local_id(created, tenant_id)
         if method == "create_batch":
             pairs = engine.batch_items(args[0] if args else None)
             items = [(i, envelope(self.metadata, p)) for i, p in pairs]
-            batch = await engine.create(workflow, items, tenant=tenant_id)
-            return [i.removeprefix(prefix) for i in batch]
+            batch = await engine.create(workflow, items, tenant=tenant_id, namespace=ns)
+            return [rules.local_id(i, tenant_id) for i in batch]
         if method == "delete_batch":
             ids = args[0] if args else None
             if not isinstance(ids, list) or not ids or len(ids) > rules.MAX_BATCH:
@@ -221,7 +237,7 @@ class WorkflowsBinding(Binding):
             return await engine.status(instance_id)
         if method == "history":
             view = await engine.history(instance_id)
-            view["id"] = view["id"].removeprefix(prefix)
+            view["id"] = rules.local_id(view["id"], tenant_id)
             return view
         if method == "terminate":
             return await engine.terminate(instance_id, bool(args[1]) if len(args) > 1 else False)

@@ -242,8 +242,12 @@ class Engine:
         *,
         tenant: str | None = None,
         strict: bool = False,
+        namespace: str | None = None,
     ) -> list[str]:
-        """Create instances; return the ids created. `strict`: an existing id is an error."""
+        """Create instances; return the ids created. `strict`: an existing id is an error.
+
+        A tenant's instance is `<tenant>/<id>`, or `<tenant>/<namespace>:<id>` when it was
+        created through a binding that names its workflow (ids are unique per workflow)."""
         self._check_open()
         self.workflow(workflow)
         now = self.clock.now()
@@ -254,7 +258,8 @@ class Engine:
                 payload = rules.check_size(_encode(params), "the instance's params")
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
                 raise InvalidInput(str(exc)) from None
-            instance_id = local if tenant is None else f"{tenant}/{local}"
+            scoped = local if namespace is None else f"{namespace}{rules.WORKFLOW_SEPARATOR}{local}"
+            instance_id = scoped if tenant is None else f"{tenant}/{scoped}"
             if instance_id in seen:
                 raise InvalidInput(f"instance id {local!r} appears twice in one batch")
             seen.add(instance_id)

@@ -145,6 +145,18 @@ def check_instance_id(instance_id: object) -> str:
     return instance_id
 
 
+#: separates a workflow's name from an instance id inside the engine's id of a tenant's instance
+#: (`<tenant>/<workflow>:<id>`); neither a workflow name nor an instance id may hold it
+WORKFLOW_SEPARATOR = ":"
+
+
+def local_id(engine_id: str, tenant: str | None) -> str:
+    """The id a tenant knows an instance by: the engine's id without the tenant and the
+    workflow it was created through (`acme/orders:42` -> `42`)."""
+    local = engine_id.removeprefix(f"{tenant}/") if tenant else engine_id
+    return local.rpartition(WORKFLOW_SEPARATOR)[2]
+
+
 def check_event_type(event_type: object) -> str:
     if not isinstance(event_type, str) or not event_type:
         raise TypeError(f"an event type must be a non-empty str, got {event_type!r}")

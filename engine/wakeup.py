@@ -89,7 +89,7 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
         return
     session = StepSession(engine, record, await store.steps(instance_id))
     session.due_ms = max(0.0, now - due) * 1000
-    local = record.id.removeprefix(f"{record.tenant}/") if record.tenant else record.id
+    local = rules.local_id(record.id, record.tenant)
     event = {
         "payload": _decode(record.params),
         "timestamp": record.created,
