@@ -369,12 +369,15 @@ class Engine:
             fields: dict[str, Any] = {"status": "queued", "waiting_for": rules.ROLLBACK_MARK}
         else:
             fields = {"status": "terminated", "waiting_for": None}
-        await self.store.fence(instance_id, wake_at=None, owner=None, updated=now, **fields)
-        self._fence(instance_id)  # the durable change first, then the running call is aborted
+        generation = await self.store.fence(
+            instance_id, wake_at=None, owner=None, updated=now, **fields
+        )
+        # the durable change first, then the running call is aborted
+        self._fence(instance_id, generation)
         await self.store.add_history(
             instance_id, [history.row(now, "terminate", rollback=rollback)]
         )
-        await self.store.notify(f"fence {instance_id}")
+        await self.store.notify(f"fence {instance_id} {generation}")
         if rollback:
             self.scheduler.ready(instance_id, record.tenant)
         else:
@@ -406,12 +409,12 @@ class Engine:
                     f"(occurrence {occurrence + 1}): see its steps for the names recorded"
                 )
             position = positions[0]
-        self._fence(instance_id)
         now = self.clock.now()
         entry = history.row(now, "restarted", from_step=from_step, position=position)
         await self.store.add_history(instance_id, [entry])
-        await self.store.restart(instance_id, position, now)
-        await self.store.notify(f"fence {instance_id}")
+        generation = await self.store.restart(instance_id, position, now)
+        self._fence(instance_id, generation)
+        await self.store.notify(f"fence {instance_id} {generation}")
         self.scheduler.ready(instance_id, record.tenant)
 
     async def send_event(self, instance_id: str, type: str, payload: Any = None) -> None:
@@ -448,11 +451,13 @@ class Engine:
                 "(restart it to run it again)"
             )
 
-    def _fence(self, instance_id: str) -> None:
-        """Stop any running wake-up of the instance here at once, and forget its timers; the
-        store's generation (moved on by the caller's write) fences it everywhere else."""
+    def _fence(self, instance_id: str, generation: int | None = None) -> None:
+        """Stop a running wake-up of the instance here at once, and forget its timers; the
+        store's generation (moved on by the caller's write) fences it everywhere else. With
+        `generation`, only a wake-up that began before it: a newer one (claimed after the
+        fence) goes on."""
         session = self._sessions.get(instance_id)
-        if session is not None:
+        if session is not None and (generation is None or session.generation < generation):
             session.fenced()
         self._pause.discard(instance_id)
         self._store_retries.pop(instance_id, None)
@@ -467,10 +472,14 @@ class Engine:
         if kind == "wake":  # an event woke it: whoever has a slot first claims it
             self.scheduler.ready(instance_id, tenant or None)
         elif kind == "fence":  # terminated, restarted or deleted through some host
+            # "fence <id> <generation>": only wake-ups that began before that generation (a
+            # notice can arrive after a newer wake-up started, here or on its sender)
+            generation = int(tenant) if tenant.isdigit() else None
             session = self._sessions.get(instance_id)
-            if session is not None:
+            if session is not None and (generation is None or session.generation < generation):
                 session.fenced()
-            self.scheduler.cancel(instance_id)
+            if generation is None:  # deleted: nothing of it may run again
+                self.scheduler.cancel(instance_id)
         elif kind == "pause" and instance_id in self._sessions:
             self._pause.add(instance_id)
         elif kind == "resume":

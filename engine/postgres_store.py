@@ -290,9 +290,9 @@ class PostgresStore(Store):
 
         return await self.db.write("deliver_event", operation)
 
-    async def restart(self, instance_id: str, position: int, now: float) -> None:
-        async def operation(db: Connection) -> None:
-            await rows.next_generation(db, instance_id)
+    async def restart(self, instance_id: str, position: int, now: float) -> int:
+        async def operation(db: Connection) -> int:
+            generation = await rows.next_generation(db, instance_id)
             fields: dict[str, object] = {
                 "owner": None,
                 "status": "queued",
@@ -306,8 +306,9 @@ class PostgresStore(Store):
             await db.execute(
                 "DELETE FROM steps WHERE instance_id=%s AND position>=%s", (instance_id, position)
             )
+            return generation
 
-        await self.db.write("restart", operation)
+        return await self.db.write("restart", operation)
 
     async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:
         async def operation(db: Connection) -> list[tuple[str, str, str | None, float | None]]:

@@ -600,9 +600,9 @@ class SQLiteStore(Store):
 
         return await self._do(operation)
 
-    async def restart(self, instance_id: str, position: int, now: float) -> None:
-        def operation(db: sqlite3.Connection) -> None:
-            _next_generation(db, instance_id)
+    async def restart(self, instance_id: str, position: int, now: float) -> int:
+        def operation(db: sqlite3.Connection) -> int:
+            generation = _next_generation(db, instance_id)
             _update(
                 db,
                 instance_id,
@@ -619,8 +619,9 @@ class SQLiteStore(Store):
             db.execute(
                 "DELETE FROM steps WHERE instance_id=? AND position>=?", (instance_id, position)
             )
+            return generation
 
-        await self._do(operation)
+        return await self._do(operation)
 
     async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str, str | None, float | None]]:

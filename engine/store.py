@@ -237,9 +237,9 @@ class Store(abc.ABC):
         woke. `InstanceNotFound`, or `ValueError` for an instance that is finished."""
 
     @abc.abstractmethod
-    async def restart(self, instance_id: str, position: int, now: float) -> None:
+    async def restart(self, instance_id: str, position: int, now: float) -> int:
         """Forget steps from `position` on, move the generation on and make the instance
-        queued again, atomically."""
+        queued again, atomically; return the new generation."""
 
     @abc.abstractmethod
     async def unfinished(self) -> list[tuple[str, str, str | None, float | None]]:

@@ -302,3 +302,52 @@ def test_a_full_disk_stalls_the_instance_without_erroring_it_and_it_continues_af
                 assert status["output"] == {"first": 800_000, "second": 1}
 
         asyncio.run(main())
+
+
+WAITS_FOR_GO = """
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    def run(self, event, step):
+        def until_go():
+            while not self.env.KV.get("go"):
+                pass
+            return "went"
+
+        return step.do("gate", until_go, config={"timeout": "1 minute"})
+"""
+
+
+def test_a_late_fence_notice_never_stops_the_wake_up_that_began_after_it(
+    config: Callable[..., Any],
+) -> None:
+    """A restart's notice can reach a host after the restarted instance's new wake-up began
+    (LISTEN/NOTIFY delivers it to every host, the sender too): it carries the generation it
+    fenced, and a newer wake-up goes on."""
+
+    async def test(h: Harness, store: FaultyStore) -> None:
+        h.deploy("acme", WAITS_FOR_GO)
+        envelope = {"__dispatcherMetadata": {"tenant_id": "acme"}, "params": {}}
+        (instance,) = await h.engine.create("dynamic-workflow", [("late", envelope)])
+        for _ in range(2000):  # the first wake-up runs its step
+            if instance in h.engine._sessions:
+                break
+            await asyncio.sleep(0.01)
+        first = h.engine._sessions[instance].generation  # its claim's
+        await h.engine.restart(instance)
+        fenced = first + 1  # the restart's; the next claim moves it on again
+        for _ in range(2000):  # the new wake-up has claimed it, past the fenced generation
+            session = h.engine._sessions.get(instance)
+            if session is not None and session.generation > fenced:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the restarted instance never ran again")
+        h.engine._on_notice(f"fence {instance} {fenced}")  # the restart's notice, late
+        assert not session.stale
+        h.supervisor.kv("kv").store.put("acme@v1", "kv", "go", True)
+        status = await h.wait_for(instance, "complete", "errored")
+        assert status["output"] == "went"
+
+    _run(config, test)
