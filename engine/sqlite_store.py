@@ -18,338 +18,71 @@ power loss or kernel crash. Neither ever corrupts the file.
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dynworkers.engine.errors import InvalidTransition
+from dynworkers.engine.sqlite_db import SQLiteDatabase
+from dynworkers.engine.sqlite_rows import (
+    FINISHED,
+    INSTANCE_FIELDS,
+    ORPHANED,
+    RUNNABLE,
+    STEP_FIELDS,
+    UNOWNED,
+    append_history,
+    check_fields,
+    check_generation,
+    insert_event,
+    instance_record,
+    next_generation,
+    put_step,
+    take_event,
+    update,
+)
+from dynworkers.engine.sqlite_schema import MIGRATIONS
 from dynworkers.engine.store import (
-    DURABILITY,
     EventRecord,
     HistoryRecord,
     HistoryRow,
     HostRecord,
     InstanceNotFound,
     InstanceRecord,
-    StaleGeneration,
     StepRecord,
     Store,
-    StoreError,
-    check_durability,
     settle_pause,
 )
 
+__all__ = ["MIGRATIONS", "SQLiteStore"]
+
 T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], Any]
-
-#: Each migration moves the schema from version N to N+1; never edit one that has shipped.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE instances (
-        id TEXT PRIMARY KEY,
-        workflow TEXT NOT NULL,
-        status TEXT NOT NULL,
-        params BLOB NOT NULL,
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        tenant TEXT,
-        version TEXT,
-        output BLOB,
-        error BLOB,
-        wake_at REAL
-    );
-    -- the scheduler's question: what is runnable now, oldest first
-    CREATE INDEX instances_due ON instances (status, wake_at);
-    CREATE INDEX instances_tenant ON instances (tenant, created);
-    CREATE TABLE steps (
-        instance_id TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        name TEXT NOT NULL,
-        occurrence INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        result BLOB,
-        error BLOB,
-        attempts INTEGER NOT NULL,
-        config BLOB,
-        PRIMARY KEY (instance_id, position)
-    ) WITHOUT ROWID;
-    CREATE TABLE events (
-        instance_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        timestamp REAL NOT NULL,
-        PRIMARY KEY (instance_id, seq)
-    ) WITHOUT ROWID;
-    """,
-    """
-    ALTER TABLE instances ADD COLUMN waiting_for TEXT;
-    ALTER TABLE steps ADD COLUMN wake_at REAL;
-    -- hot-path figures, summed per tenant per minute so that history survives a restart
-    CREATE TABLE metrics (
-        tenant TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        count REAL NOT NULL,
-        total REAL NOT NULL,
-        PRIMARY KEY (tenant, minute, name)
-    ) WITHOUT ROWID;
-    """,
-    """
-    -- the fence: terminate, restart and delete move it on, and a wake-up's writes carry theirs
-    ALTER TABLE instances ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
-    """,
-    """
-    -- claims: the host whose wake-up runs the instance, lapsing with that host's lease
-    ALTER TABLE instances ADD COLUMN owner TEXT;
-    CREATE TABLE hosts (
-        id TEXT PRIMARY KEY,
-        address TEXT NOT NULL,
-        started REAL NOT NULL,
-        lease_until REAL NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    """
-    -- child workflows: the instance that started this one
-    ALTER TABLE instances ADD COLUMN parent TEXT;
-    CREATE INDEX instances_parent ON instances (parent) WHERE parent IS NOT NULL;
-    -- retention: finished instances by age
-    CREATE INDEX instances_finished ON instances (updated)
-        WHERE status IN ('complete', 'errored', 'terminated');
-    """,
-    """
-    -- what an instance did: attempts, sleeps, waits, events, operations, oldest first
-    CREATE TABLE history (
-        instance_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        detail BLOB NOT NULL,
-        PRIMARY KEY (instance_id, seq)
-    ) WITHOUT ROWID;
-    """,
-]
-
-_INSTANCE_FIELDS = (
-    "id, workflow, status, params, created, updated, tenant, version, output, error, wake_at, "
-    "waiting_for, generation, owner, parent"
-)
-#: a claim holds while its owner's lease is ahead of :now (no owner: nobody runs it)
-_UNOWNED = (
-    "(owner IS NULL OR owner = :host OR NOT EXISTS "
-    "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= :now))"
-)
-#: owned by nobody live, not even this host (whose own running wake-ups it must not disturb)
-_ORPHANED = (
-    "(owner IS NULL OR NOT EXISTS "
-    "(SELECT 1 FROM hosts WHERE hosts.id = instances.owner AND hosts.lease_until >= :now))"
-)
-#: runnable now: queued, or waiting with no wake time or one that has passed
-_RUNNABLE = "(status = 'queued' OR (status = 'waiting' AND (wake_at IS NULL OR wake_at <= :now)))"
-_STEP_FIELDS = (
-    "instance_id, position, kind, name, occurrence, status, result, error, attempts, config, "
-    "wake_at"
-)
-_UPDATABLE = frozenset(
-    {
-        "status",
-        "updated",
-        "output",
-        "error",
-        "wake_at",
-        "version",
-        "params",
-        "tenant",
-        "waiting_for",
-        "owner",
-    }
-)
-_FINISHED = ("complete", "errored", "terminated")
-
-
-def _instance(row: tuple[Any, ...]) -> InstanceRecord:
-    return InstanceRecord(*row)
 
 
 class SQLiteStore(Store):
     def __init__(self, path: str | Path, durability: str = "full") -> None:
-        self.path = Path(path)
-        self.durability = check_durability(durability)
-        self._queue: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._reads: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._reader: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.commits = 0  # transactions committed: the group-commit figure
+        self.db = SQLiteDatabase(path, durability)
+        self.path = self.db.path
+        self.durability = self.db.durability
 
-    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def commits(self) -> int:
+        """Transactions committed: the group-commit figure."""
+        return self.db.commits
 
     async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="dynworkers-store", daemon=True
-        )
-        self._thread.start()
-        await ready  # the schema is migrated: the reader may open its connection
-        opened: asyncio.Future[None] = self._loop.create_future()
-        self._reader = threading.Thread(
-            target=self._read_loop, args=(opened,), name="dynworkers-store-read", daemon=True
-        )
-        self._reader.start()
-        try:
-            await opened
-        except BaseException:
-            await self.close()
-            raise
+        await self.db.open()
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reads.put(None)
-            await asyncio.to_thread(self._reader.join)
-            self._reader = None
-        if self._thread is None:
-            return
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.touch(mode=0o600)  # private; SQLite gives its -wal and -shm the same mode
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        # WAL: readers never block the writer; commits append to the log instead of rewriting.
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit the engine reported is on disk even after a power loss; group commit
-        # pays for the fsync once per batch. NORMAL ("process"): no fsync per commit.
-        db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
-        db.execute("PRAGMA foreign_keys=ON")
-        self._migrate(db)
-        return db
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{db} has schema version {version}, newer than this dynworkers "
-                f"({len(MIGRATIONS)}): upgrade dynworkers or use another file"
-            )
-        for number in range(version, len(MIGRATIONS)):
-            db.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version={number + 1}")
-            db.execute("COMMIT")
-
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        assert self._loop is not None
-        try:
-            db = self._connect()
-        except Exception as exc:
-            error = exc
-            self._loop.call_soon_threadsafe(ready.set_exception, StoreError(f"open: {error}"))
-            return
-        self._loop.call_soon_threadsafe(ready.set_result, None)
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            stop = False
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(db, batch)
-            if stop:
-                break
-        db.close()
-
-    def _read_loop(self, opened: asyncio.Future[None]) -> None:
-        assert self._loop is not None
-        try:
-            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
-            error = StoreError(f"open for reading: {exc}")
-            self._loop.call_soon_threadsafe(opened.set_exception, error)
-            return
-        self._loop.call_soon_threadsafe(opened.set_result, None)
-        while (item := self._reads.get()) is not None:
-            operation, future = item
-            try:
-                db.execute("BEGIN")
-                try:
-                    outcome = (future, True, operation(db))
-                finally:
-                    db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                outcome = (future, False, StoreError(f"read failed: {exc}"))
-            except Exception as exc:
-                outcome = (future, False, exc)
-            self._loop.call_soon_threadsafe(_settle, *outcome)
-        db.close()
-
-    def _commit(
-        self, db: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
-    ) -> None:
-        assert self._loop is not None
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for operation, future in batch:
-                db.execute("SAVEPOINT op")
-                try:
-                    value = operation(db)
-                except sqlite3.Error as exc:  # disk full, I/O error, locked: not the caller's
-                    db.execute("ROLLBACK TO op")
-                    outcomes.append((future, False, StoreError(f"write failed: {exc}")))
-                except Exception as exc:
-                    db.execute("ROLLBACK TO op")
-                    outcomes.append((future, False, exc))
-                else:
-                    outcomes.append((future, True, value))
-                db.execute("RELEASE op")
-            db.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            outcomes = [(future, False, StoreError(f"commit failed: {exc}")) for _, future in batch]
-        for future, ok, value in outcomes:
-            self._loop.call_soon_threadsafe(_settle, future, ok, value)
+        await self.db.close()
 
     async def _do(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None or self._loop is None:
-            raise StoreError("the store is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((operation, future))
-        return await future
+        return await self.db.write(operation)
 
     async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a pure read on the reader thread, beside the writer's commits."""
-        if self._reader is None or self._loop is None:
-            raise StoreError("the store is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._reads.put((operation, future))
-        return await future
+        return await self.db.read(operation)
 
     # --- instances -------------------------------------------------------------------------------
 
@@ -359,7 +92,7 @@ class SQLiteStore(Store):
             for r in records:
                 # OR IGNORE: an id that exists is skipped, as create_batch promises
                 cursor = db.execute(
-                    f"INSERT OR IGNORE INTO instances ({_INSTANCE_FIELDS}) "
+                    f"INSERT OR IGNORE INTO instances ({INSTANCE_FIELDS}) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id,
@@ -388,17 +121,17 @@ class SQLiteStore(Store):
     async def get_instance(self, instance_id: str) -> InstanceRecord:
         def operation(db: sqlite3.Connection) -> InstanceRecord:
             row = db.execute(
-                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+                f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
             ).fetchone()
             if row is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-            return _instance(row)
+            return instance_record(row)
 
         return await self._read(operation)
 
     async def update_instance(self, instance_id: str, **fields: object) -> None:
-        _check_fields(fields)
-        await self._do(lambda db: _update(db, instance_id, fields))
+        check_fields(fields)
+        await self._do(lambda db: update(db, instance_id, fields))
 
     async def delete_instance(self, instance_id: str) -> None:
         def operation(db: sqlite3.Connection) -> None:
@@ -425,22 +158,22 @@ class SQLiteStore(Store):
 
         def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
             rows = db.execute(
-                f"SELECT {_INSTANCE_FIELDS} FROM instances {where} ORDER BY created LIMIT ?",
+                f"SELECT {INSTANCE_FIELDS} FROM instances {where} ORDER BY created LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            return [_instance(row) for row in rows]
+            return [instance_record(row) for row in rows]
 
         return await self._read(operation)
 
     async def due_instances(self, now: float, limit: int) -> list[InstanceRecord]:
         def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
             rows = db.execute(
-                f"SELECT {_INSTANCE_FIELDS} FROM instances "
+                f"SELECT {INSTANCE_FIELDS} FROM instances "
                 "WHERE status='queued' OR (status='waiting' AND wake_at<=?) "
                 "ORDER BY COALESCE(wake_at, created) LIMIT ?",
                 (now, limit),
             ).fetchall()
-            return [_instance(row) for row in rows]
+            return [instance_record(row) for row in rows]
 
         return await self._read(operation)
 
@@ -457,7 +190,7 @@ class SQLiteStore(Store):
     async def steps(self, instance_id: str) -> list[StepRecord]:
         def operation(db: sqlite3.Connection) -> list[StepRecord]:
             rows = db.execute(
-                f"SELECT {_STEP_FIELDS} FROM steps WHERE instance_id=? ORDER BY position",
+                f"SELECT {STEP_FIELDS} FROM steps WHERE instance_id=? ORDER BY position",
                 (instance_id,),
             ).fetchall()
             return [StepRecord(*row) for row in rows]
@@ -465,7 +198,7 @@ class SQLiteStore(Store):
         return await self._read(operation)
 
     async def put_step(self, step: StepRecord) -> None:
-        await self._do(lambda db: _put_step(db, step))
+        await self._do(lambda db: put_step(db, step))
 
     async def record(
         self,
@@ -476,18 +209,18 @@ class SQLiteStore(Store):
         history: list[HistoryRow] | None = None,
         **fields: object,
     ) -> None:
-        _check_fields(fields)
+        check_fields(fields)
 
         def operation(db: sqlite3.Connection) -> None:
             values = fields
             if generation is not None:
-                values = settle_pause(_check_generation(db, instance_id, generation), fields)
+                values = settle_pause(check_generation(db, instance_id, generation), fields)
             if values:
-                _update(db, instance_id, values)
+                update(db, instance_id, values)
             if step is not None:
-                _put_step(db, step)
+                put_step(db, step)
             if history:
-                _append_history(db, instance_id, history)
+                append_history(db, instance_id, history)
 
         await self._do(operation)
 
@@ -495,7 +228,7 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-            _append_history(db, instance_id, rows)
+            append_history(db, instance_id, rows)
 
         if rows:
             await self._do(operation)
@@ -520,33 +253,33 @@ class SQLiteStore(Store):
         generation: int | None = None,
         **fields: object,
     ) -> EventRecord | None:
-        _check_fields(fields)
+        check_fields(fields)
         instance_id = pending.instance_id
 
         def operation(db: sqlite3.Connection) -> EventRecord | None:
             values = fields
             if generation is not None:
-                values = settle_pause(_check_generation(db, instance_id, generation), fields)
+                values = settle_pause(check_generation(db, instance_id, generation), fields)
             # one transaction with deliver_event's: the event is either buffered now (taken
             # here) or delivered after this commit (and then finds the instance waiting)
-            event = _take_event(db, instance_id, type)
+            event = take_event(db, instance_id, type)
             if event is not None:
-                _put_step(db, replace(pending, status="complete", result=encode(event)))
+                put_step(db, replace(pending, status="complete", result=encode(event)))
                 return event
             if values:
-                _update(db, instance_id, values)
-            _put_step(db, pending)
+                update(db, instance_id, values)
+            put_step(db, pending)
             return None
 
         return await self._do(operation)
 
     async def fence(self, instance_id: str, **fields: object) -> int:
-        _check_fields(fields)
+        check_fields(fields)
 
         def operation(db: sqlite3.Connection) -> int:
-            generation = _next_generation(db, instance_id)
+            generation = next_generation(db, instance_id)
             if fields:
-                _update(db, instance_id, fields)
+                update(db, instance_id, fields)
             return generation
 
         return await self._do(operation)
@@ -565,12 +298,12 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-            return _insert_event(db, instance_id, type, payload, timestamp)
+            return insert_event(db, instance_id, type, payload, timestamp)
 
         return await self._do(operation)
 
     async def take_event(self, instance_id: str, type: str) -> EventRecord | None:
-        return await self._do(lambda db: _take_event(db, instance_id, type))
+        return await self._do(lambda db: take_event(db, instance_id, type))
 
     async def deliver_event(
         self, instance_id: str, type: str, payload: bytes, timestamp: float, now: float
@@ -582,15 +315,15 @@ class SQLiteStore(Store):
             if row is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             status, waiting_for = row
-            if status in _FINISHED:
+            if status in FINISHED:
                 raise InvalidTransition(
                     f"instance {instance_id!r} is {status}: it takes no more events "
                     "(restart it first, or create a new one)"
                 )
-            _insert_event(db, instance_id, type, payload, timestamp)
+            insert_event(db, instance_id, type, payload, timestamp)
             if status == "waiting" and waiting_for == type:
                 # the same transaction: an event can never land between "waits" and "woken"
-                _update(
+                update(
                     db,
                     instance_id,
                     {"status": "queued", "wake_at": None, "waiting_for": None, "updated": now},
@@ -602,8 +335,8 @@ class SQLiteStore(Store):
 
     async def restart(self, instance_id: str, position: int, now: float) -> int:
         def operation(db: sqlite3.Connection) -> int:
-            generation = _next_generation(db, instance_id)
-            _update(
+            generation = next_generation(db, instance_id)
+            update(
                 db,
                 instance_id,
                 {
@@ -698,24 +431,24 @@ class SQLiteStore(Store):
             # one statement: the check and the claim cannot be split by another claim
             row = db.execute(
                 f"UPDATE instances SET owner = :host, generation = generation + 1 "
-                f"WHERE id = :id AND {_RUNNABLE} AND {_UNOWNED} RETURNING {_INSTANCE_FIELDS}",
+                f"WHERE id = :id AND {RUNNABLE} AND {UNOWNED} RETURNING {INSTANCE_FIELDS}",
                 {"host": host, "now": now, "id": instance_id},
             ).fetchone()
             if row is not None:
-                return _instance(row), True
+                return instance_record(row), True
             row = db.execute(
-                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+                f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
             ).fetchone()
             if row is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-            return _instance(row), False
+            return instance_record(row), False
 
         return await self._do(operation)
 
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
             rows = db.execute(
-                f"SELECT id, tenant FROM instances WHERE {_RUNNABLE} AND {_ORPHANED} "
+                f"SELECT id, tenant FROM instances WHERE {RUNNABLE} AND {ORPHANED} "
                 "ORDER BY COALESCE(wake_at, created) LIMIT :limit",
                 {"host": host, "now": now, "limit": limit},
             ).fetchall()
@@ -734,7 +467,7 @@ class SQLiteStore(Store):
             if row is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             status, running = row
-            if status in _FINISHED:
+            if status in FINISHED:
                 raise InvalidTransition(
                     f"instance {instance_id!r} is {status}: it cannot be paused "
                     "(restart it to run it again)"
@@ -742,7 +475,7 @@ class SQLiteStore(Store):
             if status in ("paused", "waitingForPause"):
                 return str(status)
             wanted = "waitingForPause" if running else "paused"
-            _update(db, instance_id, {"status": wanted, "updated": now})
+            update(db, instance_id, {"status": wanted, "updated": now})
             return wanted
 
         return await self._do(operation)
@@ -777,10 +510,10 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> list[InstanceRecord]:
             # keyset paging on the primary key: each page is an index range, never an OFFSET
             rows = db.execute(
-                f"SELECT {_INSTANCE_FIELDS} FROM instances WHERE id>? ORDER BY id LIMIT ?",
+                f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id>? ORDER BY id LIMIT ?",
                 (after, limit),
             ).fetchall()
-            return [_instance(row) for row in rows]
+            return [instance_record(row) for row in rows]
 
         return await self._read(operation)
 
@@ -794,106 +527,3 @@ class SQLiteStore(Store):
             return [EventRecord(*row) for row in rows]
 
         return await self._read(operation)
-
-
-def _check_fields(fields: dict[str, object]) -> None:
-    unknown = set(fields) - _UPDATABLE
-    if unknown:
-        raise StoreError(f"cannot update instance fields {sorted(unknown)}")
-
-
-def _update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object]) -> None:
-    assignments = ", ".join(f"{name}=?" for name in fields)
-    cursor = db.execute(
-        f"UPDATE instances SET {assignments} WHERE id=?", (*fields.values(), instance_id)
-    )
-    if cursor.rowcount == 0:
-        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-
-
-def _append_history(db: sqlite3.Connection, instance_id: str, rows: list[HistoryRow]) -> None:
-    (seq,) = db.execute(
-        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id=?", (instance_id,)
-    ).fetchone()
-    db.executemany(
-        "INSERT INTO history (instance_id, seq, at, kind, detail) VALUES (?,?,?,?,?)",
-        [(instance_id, seq + n, at, kind, detail) for n, (at, kind, detail) in enumerate(rows, 1)],
-    )
-
-
-def _check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> str:
-    """The instance's status, if it still has `generation`; else `StaleGeneration`."""
-    row = db.execute(
-        "SELECT generation, status FROM instances WHERE id=?", (instance_id,)
-    ).fetchone()
-    if row is None or row[0] != generation:
-        raise StaleGeneration(
-            f"instance {instance_id!r} was terminated, restarted, deleted or taken over since "
-            "this wake-up began; nothing was written"
-        )
-    return str(row[1])
-
-
-def _next_generation(db: sqlite3.Connection, instance_id: str) -> int:
-    # RETURNING: the read and the increment are one statement, inside the caller's transaction
-    row = db.execute(
-        "UPDATE instances SET generation = generation + 1 WHERE id=? RETURNING generation",
-        (instance_id,),
-    ).fetchone()
-    if row is None:
-        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
-    return int(row[0])
-
-
-def _put_step(db: sqlite3.Connection, step: StepRecord) -> None:
-    # REPLACE: a pending step (retrying, sleeping, waiting) is overwritten by its next state
-    db.execute(
-        f"INSERT OR REPLACE INTO steps ({_STEP_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            step.instance_id,
-            step.position,
-            step.kind,
-            step.name,
-            step.occurrence,
-            step.status,
-            step.result,
-            step.error,
-            step.attempts,
-            step.config,
-            step.wake_at,
-        ),
-    )
-
-
-def _insert_event(
-    db: sqlite3.Connection, instance_id: str, type: str, payload: bytes, timestamp: float
-) -> int:
-    (seq,) = db.execute(
-        "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE instance_id=?", (instance_id,)
-    ).fetchone()
-    db.execute(
-        "INSERT INTO events (instance_id, seq, type, payload, timestamp) VALUES (?,?,?,?,?)",
-        (instance_id, seq, type, payload, timestamp),
-    )
-    return int(seq)
-
-
-def _take_event(db: sqlite3.Connection, instance_id: str, type: str) -> EventRecord | None:
-    row = db.execute(
-        "SELECT instance_id, seq, type, payload, timestamp FROM events "
-        "WHERE instance_id=? AND type=? ORDER BY seq LIMIT 1",
-        (instance_id, type),
-    ).fetchone()
-    if row is None:
-        return None
-    db.execute("DELETE FROM events WHERE instance_id=? AND seq=?", (instance_id, row[1]))
-    return EventRecord(*row)
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
