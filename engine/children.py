@@ -91,7 +91,7 @@ class Children:
         except (InstanceNotFound, InvalidTransition):
             return False  # the parent was deleted or has ended: nobody waits
         if woke:
-            parent_tenant = record.parent.split("/", 1)[0] if "/" in record.parent else None
+            parent_tenant = rules.tenant_of(record.parent)
             self.scheduler.ready(record.parent, parent_tenant)
             await self.store.notify(f"wake {record.parent} {parent_tenant or ''}")
         return woke

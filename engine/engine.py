@@ -224,16 +224,10 @@ class Engine:
 
     @staticmethod
     def batch_items(items: object) -> list[tuple[str | None, Any]]:
-        if not isinstance(items, list) or not items:
-            raise InvalidInput("create_batch takes a non-empty list of {'id': ..., 'params': ...}")
-        if len(items) > rules.MAX_BATCH:
-            raise InvalidInput(f"create_batch takes at most {rules.MAX_BATCH} instances")
-        pairs = []
-        for item in items:
-            if not isinstance(item, dict) or set(item) - {"id", "params"}:
-                raise InvalidInput("each create_batch item is {'id': ..., 'params': ...}")
-            pairs.append((item.get("id"), item.get("params")))
-        return pairs
+        try:
+            return rules.batch_items(items)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
 
     async def create(
         self,
@@ -395,7 +389,10 @@ class Engine:
         record = await self.record(instance_id)
         position = 0
         if from_step is not None:
-            name, occurrence, kind = _step_identity(from_step)
+            try:
+                name, occurrence, kind = rules.restart_target(from_step)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
             steps = await self.store.steps(instance_id)
             named = [s for s in steps if s.name == name and s.occurrence == occurrence]
             # a bare name means the do step of that name, else the step of any kind so named
@@ -430,7 +427,7 @@ class Engine:
         woke = await self.store.deliver_event(instance_id, type, data, now, now)
         await self.store.add_history(instance_id, [history.row(now, "event sent", type=type)])
         if woke:
-            tenant = instance_id.split("/", 1)[0] if "/" in instance_id else ""
+            tenant = rules.tenant_of(instance_id) or ""
             self.scheduler.ready(instance_id, tenant or None)
             await self.store.notify(f"wake {instance_id} {tenant}")
 
@@ -517,7 +514,7 @@ class Engine:
             error,
             delay,
         )
-        tenant = instance_id.split("/", 1)[0] if "/" in instance_id else None
+        tenant = rules.tenant_of(instance_id)
         self.scheduler.at(instance_id, tenant, self.clock.now() + delay)
 
     def store_recovered(self, instance_id: str) -> None:
@@ -579,22 +576,6 @@ class Engine:
             "taken_over": self.lease.taken_over,
             **self.hotpath.snapshot(),
         }
-
-
-def _step_identity(from_step: Any) -> tuple[str, int, str]:
-    """(name, occurrence from 0, kind) of `restart(from_step=...)`'s argument."""
-    if isinstance(from_step, str):
-        return from_step, 0, "do"
-    if isinstance(from_step, dict) and set(from_step) <= {"name", "count", "type"}:
-        name, count = from_step.get("name"), from_step.get("count", 1)
-        kind = {"do": "do", "sleep": "sleep", "wait": "wait", "waitForEvent": "wait"}.get(
-            from_step.get("type", "do")
-        )
-        if isinstance(name, str) and isinstance(count, int) and count >= 1 and kind:
-            return name, count - 1, kind
-    raise InvalidInput(
-        "from_step is a step name or {'name': str, 'count': n >= 1, 'type': 'do'|'sleep'|'wait'}"
-    )
 
 
 #: Engines started in this process, most recent last: `wrap_workflow_binding` finds its engine

@@ -150,11 +150,48 @@ def check_instance_id(instance_id: object) -> str:
 WORKFLOW_SEPARATOR = ":"
 
 
+def tenant_of(engine_id: str) -> str | None:
+    """The tenant of a tenant's instance (`acme/42` -> `acme`); None for the host's own."""
+    tenant, slash, _ = engine_id.partition("/")
+    return tenant if slash else None
+
+
 def local_id(engine_id: str, tenant: str | None) -> str:
     """The id a tenant knows an instance by: the engine's id without the tenant and the
     workflow it was created through (`acme/orders:42` -> `42`)."""
     local = engine_id.removeprefix(f"{tenant}/") if tenant else engine_id
     return local.rpartition(WORKFLOW_SEPARATOR)[2]
+
+
+def batch_items(items: object) -> list[tuple[Any, Any]]:
+    """(id, params) of each item of a `create_batch` list."""
+    if not isinstance(items, list) or not items:
+        raise ValueError("create_batch takes a non-empty list of {'id': ..., 'params': ...}")
+    if len(items) > MAX_BATCH:
+        raise ValueError(f"create_batch takes at most {MAX_BATCH} instances")
+    pairs = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) - {"id", "params"}:
+            raise ValueError("each create_batch item is {'id': ..., 'params': ...}")
+        pairs.append((item.get("id"), item.get("params")))
+    return pairs
+
+
+def restart_target(from_step: object) -> tuple[str, int, str]:
+    """(name, occurrence from 0, kind) of `restart(from_step=...)`'s argument: a name (the do
+    step of that name) or `{"name", "count" (from 1), "type"}`."""
+    if isinstance(from_step, str):
+        return from_step, 0, "do"
+    if isinstance(from_step, dict) and set(from_step) <= {"name", "count", "type"}:
+        name, count = from_step.get("name"), from_step.get("count", 1)
+        kind = {"do": "do", "sleep": "sleep", "wait": "wait", "waitForEvent": "wait"}.get(
+            from_step.get("type", "do")
+        )
+        if isinstance(name, str) and isinstance(count, int) and count >= 1 and kind:
+            return name, count - 1, kind
+    raise ValueError(
+        "from_step is a step name or {'name': str, 'count': n >= 1, 'type': 'do'|'sleep'|'wait'}"
+    )
 
 
 def check_event_type(event_type: object) -> str:
