@@ -19,7 +19,7 @@ from dynworkers.loader.cache import CompileCache, cache_key
 from dynworkers.loader.code import Binding, Limits, WorkerCode
 from dynworkers.loader.compile_process import compile_here
 from dynworkers.loader.errors import CompileError, InvalidWorkerCode
-from dynworkers.loader.imports import refusals
+from dynworkers.loader.imports import Imports, refusals, scan
 from dynworkers.sandbox_policy import Policy, SourceRejected
 
 
@@ -52,10 +52,12 @@ def compile_worker(
     policy: Policy,
     cache: CompileCache,
     compiler: Callable[[str, str, Policy], bytes] = compile_here,
+    scanner: Callable[[str], Imports] = scan,
 ) -> CompiledWorker:
     """Compile every module of `code` (through the cache) with `compiler`, which returns the
     marshalled code or raises SourceRejected (`compile_process` moves large ones out of the
-    host process)."""
+    host process), and `scanner` parses a module's imports for the import check when the
+    compile did not (its code came from the cache)."""
     errors: list[tuple[str, int | None, str]] = []
     if len(code.modules) > policy.max_modules:
         errors.append(
@@ -81,7 +83,7 @@ def compile_worker(
                 continue
             cache.put(key, blob)
         compiled.append(CompiledModule(name=name, source=source, code=blob))
-    errors.extend(refusals(code.modules, policy))
+    errors.extend(refusals(code.modules, policy, scanner))
     if errors:
         raise CompileError(worker_id, errors)
     data, bindings = _split_env(worker_id, code)

@@ -11,7 +11,10 @@ entries name the module, the line and what may be imported.
 Decision: an import inside a `try:` whose handlers catch ImportError (or ModuleNotFoundError,
 Exception, BaseException) is the tenant's own fallback and is not checked. Relative imports are
 refused, as the sandbox refuses them. A trusted policy (`restricted=False`) is not checked.
-The check costs one parse per module source, remembered by source hash and policy version.
+The check costs one parse per module source, remembered by source hash and policy version; a
+large module's parse runs where its compile runs (`compile_process`: in the helper process, in
+the same call as the compile, or alone when the compile came from the cache), so that it never
+holds the host's GIL for long.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from dynworkers.sandbox_policy import Policy
 
@@ -29,6 +32,7 @@ API_MODULES = frozenset({"workers", "asyncio"})
 FALLBACK_HANDLERS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 #: (line, name, names the sandbox must resolve for it) for each checked import of a source
 _Import = tuple[int, str, tuple[str, ...]]
+Imports = tuple[_Import, ...]
 _SEEN: OrderedDict[str, tuple[_Import, ...]] = OrderedDict()
 _SEEN_MAX = 4096
 
@@ -39,15 +43,19 @@ def importable(policy: Policy, own: frozenset[str]) -> frozenset[str]:
     return API_MODULES | policy.modules | packages | own
 
 
-def refusals(modules: Mapping[str, str], policy: Policy) -> list[tuple[str, int | None, str]]:
-    """(module, line, message) for each import the sandbox would refuse; [] when none."""
+def refusals(
+    modules: Mapping[str, str], policy: Policy, scanner: Callable[[str], Imports] | None = None
+) -> list[tuple[str, int | None, str]]:
+    """(module, line, message) for each import the sandbox would refuse; [] when none.
+
+    `scanner` parses a source the cache has not seen (default: `scan`, in this thread)."""
     if not policy.restricted:
         return []
     allowed = importable(policy, frozenset(modules))
     offered = ", ".join(sorted(API_MODULES | policy.modules))
     problems: list[tuple[str, int | None, str]] = []
     for module, source in modules.items():
-        for line, shown, needed in _imports(source, policy.version):
+        for line, shown, needed in _imports(source, policy.version, scanner or scan):
             missing = [name for name in needed if name not in allowed]
             if shown == ".":
                 message = "relative imports are not supported; import tenant modules by name"
@@ -62,20 +70,37 @@ def refusals(modules: Mapping[str, str], policy: Policy) -> list[tuple[str, int 
     return problems
 
 
-def _imports(source: str, policy_version: str) -> tuple[_Import, ...]:
-    key = hashlib.sha256(f"{policy_version}\0{source}".encode("utf-8", "surrogatepass")).hexdigest()
+def scan(source: str) -> Imports:
+    """The checked imports of one source: one parse; () when it does not parse (the compiler
+    reports that, with its line)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ()
+    return tuple(_ImportVisitor().collect(tree))
+
+
+def remember(source: str, policy_version: str, found: Imports) -> None:
+    """Keep a scan made elsewhere (the compile helper) so that the check needs no parse."""
+    _SEEN[_key(source, policy_version)] = found
+    if len(_SEEN) > _SEEN_MAX:
+        _SEEN.popitem(last=False)
+
+
+def _key(source: str, policy_version: str) -> str:
+    return hashlib.sha256(
+        f"{policy_version}\0{source}".encode("utf-8", "surrogatepass")
+    ).hexdigest()
+
+
+def _imports(source: str, policy_version: str, scanner: Callable[[str], Imports]) -> Imports:
+    key = _key(source, policy_version)
     found = _SEEN.get(key)
     if found is not None:
         _SEEN.move_to_end(key)
         return found
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return ()  # the compiler reports it, with its line
-    found = tuple(_ImportVisitor().collect(tree))
-    _SEEN[key] = found
-    if len(_SEEN) > _SEEN_MAX:
-        _SEEN.popitem(last=False)
+    found = scanner(source)
+    remember(source, policy_version, found)
     return found
 
 

@@ -100,7 +100,13 @@ class WorkerLoader:
                 "not a WorkerCode"
             )
         compiled = await asyncio.to_thread(
-            compile_worker, worker_id, code, self.policy, self.cache, self.compiler.compile
+            compile_worker,
+            worker_id,
+            code,
+            self.policy,
+            self.cache,
+            self.compiler.compile,
+            self.compiler.scan,
         )
         return WorkerStub(compiled, self.dispatcher)
 

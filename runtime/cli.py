@@ -65,7 +65,7 @@ class Default(WorkerEntrypoint):
 async def demo(state_dir: str, warm_calls: int) -> int:
     config = SupervisorConfig(state_dir=state_dir, spares=2, max_sandboxes=16)
     async with Supervisor(config) as supervisor:
-        await asyncio.sleep(0.2)  # let the spares finish booting, as a long-running host would
+        await supervisor.ready()  # the spares have booted, as on a long-running host
         kv = supervisor.kv("demo")
         print(f"{'tenant':<10} {'cold ms':>9} {'warm p50 us':>12} {'warm p99 us':>12}  response")
         for tenant, source in DEMO_TENANTS.items():
