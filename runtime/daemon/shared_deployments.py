@@ -209,8 +209,10 @@ class SharedDeployments:
                 self.changed(version.tenant)
         return changed
 
-    async def unpublish(self, tenant: str) -> None:
-        """Stop serving a tenant on every host (its directory is gone on this one)."""
+    async def unpublish(self, tenant: str, keep_directory_mark: bool = False) -> None:
+        """Stop serving a tenant on every host: its directory is gone on this one, or it was
+        deleted through the API (`keep_directory_mark`: an unchanged directory does not deploy
+        it again at the next reload, a changed one does; see Deployments.remove)."""
 
         async def operation(db: Connection) -> None:
             await self._lock_tenant(db, tenant)
@@ -219,7 +221,7 @@ class SharedDeployments:
 
         async with self._lock:
             await self.db.write("remove tenant", operation)
-            self.deployments.remove(tenant)
+            self.deployments.remove(tenant, replicated=keep_directory_mark)
             self.changed(tenant)
 
     @staticmethod

@@ -402,11 +402,11 @@ class Tenants:
         version = self.deployments.current.get(tenant)
         if version is None:
             raise UnknownTenant(f"no tenant {tenant!r} is deployed")
+        # the code directory's mark stays: an unchanged directory does not deploy it again at
+        # the next SIGHUP or start, a changed one does
         if self.shared is not None:
-            await self.shared.unpublish(tenant)
+            await self.shared.unpublish(tenant, keep_directory_mark=True)
         else:
-            # replicated=True keeps the code directory's mark: an unchanged directory does not
-            # deploy it again at the next SIGHUP or start, a changed one does
             self.deployments.remove(tenant, replicated=True)
         self._forget(tenant)
         self.supervisor.evict(tenant)

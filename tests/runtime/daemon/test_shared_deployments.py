@@ -148,3 +148,26 @@ def test_a_new_host_with_an_older_directory_does_not_roll_back(
     finally:
         first.stop()
         late.stop()
+
+
+def test_a_deleted_tenant_stays_deleted_when_its_unchanged_directory_is_reloaded(
+    hosts: list[DaemonProcess],
+) -> None:
+    """As on one host: `tenants delete` of a directory tenant holds until its directory changes."""
+    first, second = hosts
+    write_tenant(first.tenants, "fromdir", main=programs.VERSION_ONE)
+    first.send(signal.SIGHUP)
+    eventually(serves(second, "fromdir", b"version one"), "host b serving the directory's code")
+
+    deleted = first.api("DELETE", "/_/tenants/fromdir")  # the host whose directory holds it
+    assert deleted.status == 200, deleted
+    eventually(lambda: second.get("/fromdir/").status == 404, "host b dropping the tenant")
+    mark = first.log().count("reloaded:")
+    first.send(signal.SIGHUP)
+    eventually(lambda: first.log().count("reloaded:") > mark, "host a reloading")
+    assert first.get("/fromdir/").status == 404
+    assert second.get("/fromdir/").status == 404
+
+    write_tenant(first.tenants, "fromdir", main=programs.VERSION_TWO)  # a changed directory
+    first.send(signal.SIGHUP)
+    eventually(serves(second, "fromdir", b"version two"), "host b serving the edited code")
