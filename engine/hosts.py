@@ -7,6 +7,12 @@ a timer that only a dead host held) and hands them to the scheduler, at most as 
 has free slots. The scheduler's wake-up then claims each one (`Store.claim`); a claim that loses to
 another host is a no-op. Notifications (`Store.notify`) make the poll a safety net, not the path.
 
+The poll runs once at start (a new host takes its share of orphans at once) and then every
+`poll_interval`, except while it is draining a backlog: a poll that filled every free slot (a
+dead host's thousand sleeping instances, say) looks again after `BACKLOG_POLL_S`, so the backlog
+drains as fast as this host's wake-ups finish rather than one batch per interval. A look while
+no slot is free costs nothing (no query).
+
 Failures: a store that does not answer is logged and tried again on the next tick; the tasks
 never end on their own. A host that could not renew within its lease loses its claims to others,
 and its running wake-ups are fenced out by the generation their claims moved on.
@@ -28,6 +34,9 @@ from dynworkers.engine.scheduler import Clock, Scheduler
 from dynworkers.engine.store import Store
 
 log = logging.getLogger("dynworkers.engine")
+
+#: seconds between polls while a backlog of orphans drains (see the module doc)
+BACKLOG_POLL_S = 0.05
 
 
 def new_host_id() -> str:
@@ -57,6 +66,7 @@ class HostLease:
         self.lease = lease
         self.poll_interval = poll_interval
         self.taken_over = 0  # instances this host found orphaned and queued
+        self.backlog = False  # the last poll that asked filled every free slot
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -83,11 +93,12 @@ class HostLease:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_interval)
             try:
                 await self.poll_once()
             except Exception as exc:
+                self.backlog = False
                 log.warning("could not look for orphaned instances (%s); trying again", exc)
+            await asyncio.sleep(BACKLOG_POLL_S if self.backlog else self.poll_interval)
 
     async def poll_once(self) -> int:
         """Queue the due instances nobody live owns, up to the free slots; return how many."""
@@ -95,6 +106,7 @@ class HostLease:
         if free <= 0:
             return 0
         found = await self.store.claimable(self.host, self.clock.now(), free)
+        self.backlog = len(found) >= free
         queued = 0
         for instance_id, tenant in found:
             if instance_id in self.scheduler.running:
