@@ -64,6 +64,15 @@ def run_dirs() -> set[str]:
     return {str(p) for p in root.glob(f"{RUN_PREFIX}*") if (p / RUN_OWNER).exists()}
 
 
+def owner_of(run_dir: str) -> str:
+    """The pid a run directory names; "" when it went away meanwhile (another test's process
+    closed: run directories of every process on the machine share the temporary directory)."""
+    try:
+        return (Path(run_dir) / RUN_OWNER).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def test_after_kill_9_the_next_start_takes_the_directory_and_removes_stale_run_dirs(
     tmp_path: Path,
 ) -> None:
@@ -72,11 +81,7 @@ def test_after_kill_9_the_next_start_takes_the_directory_and_removes_stale_run_d
     before = run_dirs()
     daemon.start()
     try:
-        mine = {
-            d
-            for d in run_dirs() - before
-            if (Path(d) / RUN_OWNER).read_text().strip() == str(daemon.pid)
-        }
+        mine = {d for d in run_dirs() - before if owner_of(d) == str(daemon.pid)}
     finally:
         daemon.stop(signal.SIGKILL)
     assert len(mine) == 1, "the daemon's run directory names its owner"
