@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,40 +60,37 @@ def test_a_second_daemon_on_a_state_directory_in_use_exits_2_naming_the_owner(
     assert not (daemon.state_dir / "daemon.json").exists()
 
 
-def run_dirs() -> set[str]:
-    root = Path(tempfile.gettempdir())
+def run_dirs(root: Path) -> set[str]:
     return {str(p) for p in root.glob(f"{RUN_PREFIX}*") if (p / RUN_OWNER).exists()}
-
-
-def owner_of(run_dir: str) -> str:
-    """The pid a run directory names; "" when it went away meanwhile (another test's process
-    closed: run directories of every process on the machine share the temporary directory)."""
-    try:
-        return (Path(run_dir) / RUN_OWNER).read_text().strip()
-    except FileNotFoundError:
-        return ""
 
 
 def test_after_kill_9_the_next_start_takes_the_directory_and_removes_stale_run_dirs(
     tmp_path: Path,
 ) -> None:
+    # a temporary directory of its own: any Supervisor starting on the machine removes stale
+    # run directories it can see, and this test wants to see the next start do it
+    temporary = Path(tempfile.mkdtemp(prefix="dwt"))  # short: socket paths live under it
     daemon = DaemonProcess(tmp_path)
+    daemon.environ["TMPDIR"] = str(temporary)
     write_tenant(daemon.tenants, "echo", main=programs.ECHO)
-    before = run_dirs()
-    daemon.start()
     try:
-        mine = {d for d in run_dirs() - before if owner_of(d) == str(daemon.pid)}
+        pid = daemon.start().pid
+        try:
+            mine = run_dirs(temporary)
+            owners = {(Path(d) / RUN_OWNER).read_text().strip() for d in mine}
+        finally:
+            daemon.stop(signal.SIGKILL)
+        assert len(mine) == 1 and owners == {str(pid)}, "the run directory names its owner"
+        (stale,) = mine
+        assert Path(stale).exists(), "SIGKILL left the run directory behind"
+        daemon.start()
+        try:
+            assert not Path(stale).exists(), "the next start removed it"
+            assert daemon.get("/echo/hello").status == 200
+        finally:
+            assert daemon.stop() == 0
     finally:
-        daemon.stop(signal.SIGKILL)
-    assert len(mine) == 1, "the daemon's run directory names its owner"
-    (stale,) = mine
-    assert Path(stale).exists(), "SIGKILL left the run directory behind"
-    daemon.start()
-    try:
-        assert not Path(stale).exists(), "the next start removed it"
-        assert daemon.get("/echo/hello").status == 200
-    finally:
-        assert daemon.stop() == 0
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def test_a_second_supervisor_in_this_process_is_refused_and_an_engine_shares_the_first(

@@ -66,6 +66,7 @@ class DaemonProcess:
         self.log_path = root / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.front = self.control = ""
+        self.environ: dict[str, str] = {}  # extra environment for the daemon process
 
     def start(self, timeout: float = 30.0) -> DaemonProcess:
         self.tenants.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,7 @@ class DaemonProcess:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("DYNWORKERS_")}
         environ.update({f"DYNWORKERS_{k.upper()}": str(v) for k, v in self.settings.items()})
         environ["PYTHONPATH"] = str(SOURCE_ROOT)
+        environ.update(self.environ)
         command = [
             sys.executable, "-m", "dynworkers.runtime.cli", "serve",
             "--tenants", str(self.tenants), "--state-dir", str(self.state_dir),
