@@ -180,6 +180,9 @@ def main() -> None:
     # Run what every sandbox runs, here, so that its first-run writes are not paid per fork.
     prewarm.rehearse(init.policy, init.warmup)
     zygote = Zygote(init.policy, init.warmup)
+    # Started, the zygote needs no environment, and a sandbox gets none: emptied once here, each
+    # sandbox's own clearing (runtime.sandbox.child) finds nothing left to do.
+    os.environ.clear()
     # Everything a sandbox needs is imported and warm; freeze it so that forked children share
     # these pages instead of copying them when the collector walks them.
     gc.collect()
