@@ -3,6 +3,8 @@ worker run through that namespace without leaving anything behind for the tenant
 
 from __future__ import annotations
 
+import os
+
 import zmq
 
 from dynworkers.loader import CompileCache, WorkerCode, compile_worker
@@ -65,3 +67,11 @@ def test_the_zygote_rehearsal_never_raises_even_with_a_broken_warm_up_worker() -
     broken = [protocol.ModuleCode(name="main", source="x", code=b"not marshal data")]
     prewarm.rehearse(policy, broken)  # an optimisation only: a bad worker leaves a cold zygote
     prewarm.rehearse(policy, [])
+
+
+def test_the_zygote_rehearsal_leaves_no_zeromq_thread_behind() -> None:
+    """The rehearsal runs ZeroMQ in the zygote; a thread left running would not survive a fork
+    (the sandbox would inherit a context without its I/O thread)."""
+    threads_before = sorted(os.listdir("/proc/self/task"))
+    prewarm.rehearse(Policy.default(), [])
+    assert sorted(os.listdir("/proc/self/task")) == threads_before
