@@ -256,6 +256,9 @@ def render(results: dict[str, Any], targets: list[dict[str, Any]]) -> str:
     if isinstance(churn, dict) and "error" not in churn:
         evictions = {k: v for k, v in churn["evictions"].items() if v}
         extra = f"{churn['cold_per_s']:.0f} cold/s, evict {evictions or 'none'}"
+        cpu = churn.get("cpu_ms_per_cold") or {}
+        if cpu:
+            extra += ", CPU ms/cold " + " ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         if churn["errors"]:
             extra += f", ERRORS {churn['errors']}"
     else:

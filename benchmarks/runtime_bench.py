@@ -19,12 +19,16 @@ What each one times:
   with a fixed number of fetches in flight; every fetch is cold. Reports cold dispatches per
   second, per-fetch latency, evictions by reason and a leak check afterwards: zygote children
   against pool size, then every churn tenant evicted and host fds and zygote children compared
-  with the figures before the churn (about 3 host fds per live sandbox are expected).
+  with the figures before the churn (about 3 host fds per live sandbox are expected). Also CPU
+  per cold start, from the churn's start to the end of its drain: the host process (all its
+  threads), the zygote itself (forks, reaping), and the sandboxes it reaped meanwhile (their
+  whole lives: boot, warm-up, the call, exit), from the zygote's children times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -178,6 +182,18 @@ async def idle_memory(sup: Supervisor, count: int, idle_for: float = 0.5) -> dic
     return result
 
 
+def _cpu(zygote: psutil.Process | None) -> dict[str, float]:
+    """CPU seconds so far: host, zygote, and the zygote's reaped children."""
+    host = psutil.Process().cpu_times()
+    out = {"host": host.user + host.system}
+    if zygote is not None:
+        with contextlib.suppress(psutil.Error):
+            z = zygote.cpu_times()
+            out["zygote"] = z.user + z.system
+            out["sandboxes"] = z.children_user + z.children_system
+    return out
+
+
 def _host_fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -197,6 +213,7 @@ async def churn(
     times: list[float] = []
     errors: dict[str, int] = {}
     queue = iter(stubs)
+    cpu_before = _cpu(_zygote_process(sup))
 
     async def worker() -> None:
         for stub in queue:  # a shared iterator: each stub goes to exactly one worker
@@ -224,6 +241,7 @@ async def churn(
     await asyncio.sleep(0.5)
     await wait_for_spares(sup)
     drained = sup.stats()["pool"]
+    cpu_after = _cpu(zygote)
     result: dict[str, Any] = summarize(times)
     result.update(
         tenants=tenants,
@@ -239,6 +257,11 @@ async def churn(
             for reason in stats_after["evictions"]
         },
         boots=stats_after["boots"] - stats_before["boots"],
+        cpu_ms_per_cold={
+            who: (cpu_after[who] - cpu_before[who]) * 1e3 / max(len(times), 1)
+            for who in cpu_after
+            if who in cpu_before
+        },
         boot_failures=stats_after["boot_failures"] - stats_before["boot_failures"],
         spare_boot_ms=stats_after["spare_boot_ms"],
         boot_latency_ms=stats_after["boot_latency_ms"],

@@ -86,6 +86,7 @@ class Pool(SandboxTable):
         self.reserved = 0  # cold starts that hold a slot but are not yet in `lru`
         self._room: list[asyncio.Future[None]] = []  # cold starts waiting for a free slot
         self._ever_served: OrderedDict[str, None] = OrderedDict()
+        self._swept_at = 0.0  # monotonic time of the last sweep
 
     # --- acquiring -------------------------------------------------------------------------------
 
@@ -382,14 +383,18 @@ class Pool(SandboxTable):
 
     def sweep(self, idle_ttl: float) -> None:
         """Evict idle sandboxes past their TTL and those over their memory ceiling, each
-        sandbox on its own (a busy tenant's extra sandboxes go once they sit idle)."""
+        sandbox on its own (a busy tenant's extra sandboxes go once they sit idle).
+
+        The memory of an idle sandbox is read once, at the first sweep after its last call: a
+        sandbox runs nothing between calls, so its memory cannot grow while it sits idle."""
         now = time.monotonic()
+        since, self._swept_at = self._swept_at, now
         for handle in list(self.lru.values()):
             if handle.users:
                 continue
             if now - handle.last_used > idle_ttl:
                 self.evict(handle, "idle")
-            elif memory_watch.over_ceiling(handle):
+            elif handle.last_used >= since and memory_watch.over_ceiling(handle):
                 self.evict(handle, "memory")
 
     async def close(self) -> None:

@@ -97,10 +97,12 @@ class SandboxTable:
                 request = protocol.ForkRequest(
                     sandbox_id=sandbox_id, endpoint=channel.endpoint, token=channel.token
                 )
-                handle.pid = await asyncio.wait_for(self.zygote.fork(request), self.boot_timeout)
-                await asyncio.wait_for(channel.hello, self.boot_timeout)
-                channel.send(protocol.Welcome())
-                ready = await asyncio.wait_for(channel.ready, self.boot_timeout)
+                # One deadline for the whole boot (fork, Hello, Ready), and no task per step.
+                async with asyncio.timeout(self.boot_timeout):
+                    handle.pid = await self.zygote.fork(request)
+                    await channel.hello
+                    channel.send(protocol.Welcome())
+                    ready = await channel.ready
         except (TimeoutError, SandboxError, OSError, zmq.ZMQError) as exc:
             self.metrics.boot_failures += 1
             if handle is not None:

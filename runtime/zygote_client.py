@@ -75,6 +75,12 @@ class ZygoteClient:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None and self.ready is not None
 
+    @property
+    def _running(self) -> bool:
+        """Started and not known to be lost, without a waitpid: for the per-sandbox calls. A
+        zygote that died meanwhile is found by the reader (EOF) or by the write (EPIPE)."""
+        return self.process is not None and self.ready is not None
+
     async def start(self) -> protocol.ZygoteReady:
         if self._starting is None:
             self._starting = asyncio.Lock()
@@ -160,7 +166,8 @@ class ZygoteClient:
 
     async def fork(self, request: protocol.ForkRequest) -> int:
         """Ask for one sandbox; return its pid once the zygote has forked it."""
-        await self.start()
+        if not self._running:
+            await self.start()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._forks[request.sandbox_id] = future
         try:
@@ -171,7 +178,7 @@ class ZygoteClient:
         return await future
 
     def kill(self, sandbox_id: int) -> None:
-        if self.alive:
+        if self._running:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self._write(protocol.frame(protocol.Kill(sandbox_id=sandbox_id)))
 

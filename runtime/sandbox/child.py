@@ -10,8 +10,9 @@ is one ordered function, `main`:
    wait for Welcome: the channel lives in a private directory that the dropped uid cannot open,
    so the connection is made before step 4;
 4. confinement (uid drop, RLIMIT_NPROC, Landlock, seccomp);
-5. a warm-up worker run once against a bridge to nowhere (it pays the copy-on-write faults of a
-   first specialisation and call), then the real tenant namespace, and Ready to the host.
+5. the tenant namespace (`Prepared`), a warm-up worker run through it with its sends going
+   nowhere (it pays the copy-on-write faults of a first specialisation and call), and Ready to
+   the host.
 
 Then the loop: Specialise once, Invoke many. Nothing raises out of the loop: every failure is a
 `Failed` reply. A frame from the host that does not decode ends the process (the host is broken,
@@ -31,7 +32,6 @@ from dynworkers.runtime.sandbox import tenant as tenant_code
 from dynworkers.runtime.sandbox.bridge import Bridge, FrameTooLarge
 from dynworkers.sandbox_policy import proxies
 from dynworkers.sandbox_policy.hardening import PreparedHardening
-from dynworkers.sandbox_policy.policy import Policy
 
 HANDSHAKE_TIMEOUT_MS = 10_000
 
@@ -39,10 +39,12 @@ HANDSHAKE_TIMEOUT_MS = 10_000
 def main(
     request: protocol.ForkRequest,
     hardening: PreparedHardening,
-    policy: Policy,
+    prepared: tenant_code.Prepared,
     warmup: list[protocol.ModuleCode] | None = None,
     close_fds: tuple[int, ...] = (),
 ) -> NoReturn:
+    """Set up this sandbox and serve. `prepared` is the zygote's, built before the fork: this
+    process's copy becomes its tenant's namespace once its bridge has the channel."""
     status = 0
     try:
         _reset_process(close_fds)
@@ -50,10 +52,10 @@ def main(
         context = zmq.Context(io_threads=1)
         socket = _connect(context, request)
         report = hardening.apply_confinement()
+        bridge = prepared.bridge
+        bridge.socket = socket
         if warmup:
-            tenant_code.warm_up(policy, warmup)
-        bridge = Bridge(socket, policy.max_log_bytes, protocol.frame_limit(policy.max_result_bytes))
-        prepared = tenant_code.Prepared(policy, bridge, [0])
+            tenant_code.warm_up(prepared, warmup)
         socket.send(
             protocol.encode(
                 protocol.Ready(

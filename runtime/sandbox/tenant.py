@@ -316,15 +316,31 @@ class _NowhereSocket:
         return None
 
 
-def warm_up(policy: Policy, modules: list[protocol.ModuleCode]) -> None:
-    """Run the host's warm-up worker once in a throwaway namespace; never raise."""
+def blank_prepared(policy: Policy) -> Prepared:
+    """A `Prepared` whose bridge sends nowhere until a sandbox gives it its socket.
+
+    The zygote builds one before it forks (each sandbox gets its own copy, and only sets
+    `bridge.socket`), and throwaway ones for its rehearsal (runtime.sandbox.prewarm)."""
+    bridge = Bridge(
+        _NowhereSocket(),  # type: ignore[arg-type]
+        policy.max_log_bytes,
+        protocol.frame_limit(policy.max_result_bytes),
+    )
+    return Prepared(policy, bridge, [0])
+
+
+def warm_up(prepared: Prepared, modules: list[protocol.ModuleCode]) -> None:
+    """Run the host's warm-up worker twice through `prepared`; never raise.
+
+    A spare warms up through the very `Prepared` its tenant will get, so that the namespace is
+    built once, not once for the warm-up and again for the tenant. Whatever the warm-up sends
+    goes nowhere, and `prepared` is left as it was: no tenant, no outbound handler, a full log
+    budget. The warm-up's modules live in its own `TenantCode`, which is dropped here.
+    """
+    bridge = prepared.bridge
+    socket = bridge.socket
+    bridge.socket = _NowhereSocket()  # type: ignore[assignment]
     try:
-        bridge = Bridge(
-            _NowhereSocket(),  # type: ignore[arg-type]
-            policy.max_log_bytes,
-            protocol.frame_limit(policy.max_result_bytes),
-        )
-        prepared = Prepared(policy, bridge, [0])
         spec = protocol.Specialise(
             tenant_id="warm-up", main_module=modules[0].name, modules=modules, env=[]
         )
@@ -336,3 +352,9 @@ def warm_up(policy: Policy, modules: list[protocol.ModuleCode]) -> None:
             )
     except Exception:
         pass  # an optimisation only: a spare that could not warm up is still a good spare
+    finally:
+        bridge.socket = socket
+        bridge.reset_budget()
+        bridge.end_invocation()
+        prepared.tenant = None
+        prepared.outbound[0] = 0
