@@ -74,12 +74,15 @@ class Channel:
         return future
 
     def _drain(self) -> None:
+        # EVENTS says whether a frame waits, so that an empty socket costs no raised zmq.Again.
+        socket = self.socket
         while not self.closed:
             try:
-                frame = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
+                events: int = socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+                if not events & zmq.POLLIN:
+                    return
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:  # closed under us, or (never expected) no frame after all
                 return
             try:
                 message = protocol.from_sandbox.decode(frame)
