@@ -109,7 +109,13 @@ class _Guarded(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        keep_open = self.inner.eof_received()
+        if not keep_open:
+            # The transport closes now (connection_lost follows). Counted out at once: uvloop
+            # may accept a new connection before it delivers that connection_lost, and the
+            # new one must find the room the closed one left.
+            self.guard.open.pop(self.inner, None)
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()

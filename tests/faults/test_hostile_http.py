@@ -136,6 +136,24 @@ def test_a_slow_head_is_408_and_an_idle_connection_is_closed(tmp_path: Path) -> 
             assert read_all(quiet) == b""  # nothing sent: closed after keepalive_timeout
 
 
+def test_a_slow_head_after_a_quick_request_on_the_same_connection_is_408(tmp_path: Path) -> None:
+    """The head timer stays armed across a keep-alive connection's requests: one armed for an
+    earlier head re-arms for the slow one instead of lapsing."""
+    with (
+        running(tmp_path, header_timeout=1, keepalive_timeout=30) as daemon,
+        connect(daemon.front) as sock,
+    ):
+        sock.sendall(b"GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first:  # the quick request's answer (its head at least)
+            first += sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)  # the timer armed for the first head has not fired yet
+        sock.sendall(b"GET /echo/y HTTP/1.1\r\nHost: a\r\n")  # this head never ends
+        rest = read_all(sock)
+        assert b"HTTP/1.1 408" in first + rest
+
+
 def test_a_body_not_sent_within_body_timeout_is_408(tmp_path: Path) -> None:
     with running(tmp_path, body_timeout=1) as daemon:
         for url in (daemon.front + "/echo/x", daemon.control + "/_/tenants/echo/workflows"):
