@@ -45,12 +45,15 @@ class Channel:
         self.on_message = on_message
         self.on_broken = on_broken
         self.pending: dict[int, asyncio.Future[protocol.Message]] = {}
-        self.hello: asyncio.Future[protocol.Hello] = asyncio.get_running_loop().create_future()
-        self.ready: asyncio.Future[protocol.Ready] = asyncio.get_running_loop().create_future()
+        # The loop, kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call
+        # (its fork check), which the profile of the front door found at a fifth of the event
+        # loop thread's time, counting aiohttp's calls.
+        self._loop = loop = asyncio.get_running_loop()
+        self.hello: asyncio.Future[protocol.Hello] = loop.create_future()
+        self.ready: asyncio.Future[protocol.Ready] = loop.create_future()
         self.specialised: asyncio.Future[protocol.Specialised] | None = None
         self.next_id = 0
         self.closed = False
-        self._loop = asyncio.get_running_loop()
         # ZeroMQ's FD is edge-triggered: it signals "look at EVENTS", so every wake-up drains the
         # socket, and so does a turn after each send (a send can consume the edge).
         self._fd: int = self.socket.getsockopt(zmq.FD)  # type: ignore[assignment]
@@ -68,7 +71,7 @@ class Channel:
     def request(self, build: Callable[[int], protocol.Message]) -> asyncio.Future[protocol.Message]:
         """Send the message `build(request_id)` and return the future of its reply."""
         self.next_id += 1
-        future: asyncio.Future[protocol.Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[protocol.Message] = self._loop.create_future()
         self.pending[self.next_id] = future
         self.send(build(self.next_id))
         return future

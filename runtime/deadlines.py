@@ -34,10 +34,12 @@ class Aborted(Exception):
 class Deadlines:
     """The deadlines of every call in flight on one event loop, and the one timer they share."""
 
-    __slots__ = ("_armed", "_loop", "_timer", "live")
+    __slots__ = ("_armed", "_timer", "live", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        #: the supervisor's loop, kept: asyncio.get_running_loop() costs a getpid() system call
+        #: per call on Python 3.11
+        self.loop = loop
         self.live: set[CallControl] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._armed = 0.0  # loop time the timer fires at (meaningful while _timer is set)
@@ -56,11 +58,11 @@ class Deadlines:
 
     def _arm(self, when: float) -> None:
         self._armed = when
-        self._timer = self._loop.call_at(when, self._sweep)
+        self._timer = self.loop.call_at(when, self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        now = self.loop.time()
         earliest = None
         for control in [c for c in self.live if c.deadline <= now]:
             control.expire()
@@ -91,7 +93,7 @@ class CallControl:
         #: the seconds the caller was promised, for the error message
         self.timeout = seconds
         #: loop time at which the call expires
-        self.deadline = deadlines._loop.time() + max(seconds, 0.0)
+        self.deadline = deadlines.loop.time() + max(seconds, 0.0)
         deadlines.track(self)
 
     def set_deadline(self, seconds: float) -> None:
@@ -100,7 +102,7 @@ class CallControl:
             return
         self.timeout = seconds
         deadlines = self._deadlines
-        self.deadline = deadline = deadlines._loop.time() + max(seconds, 0.0)
+        self.deadline = deadline = deadlines.loop.time() + max(seconds, 0.0)
         if self in deadlines.live:
             deadlines.moved(deadline)
 

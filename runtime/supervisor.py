@@ -351,8 +351,7 @@ class Supervisor:
         kind = REQUEST
         if passed and any(b.kind == WORKFLOW_STEP_KIND for b in passed):
             kind = WAKEUP  # a workflow wake-up: never waits behind the tenant's requests alone
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = deadlines.loop.time() + timeout
         while True:
             # The sandbox is this call's alone until released; waiting for it (queued behind the
             # tenant's earlier calls, or for room in a full pool) ends in PoolBusy at `deadline`.

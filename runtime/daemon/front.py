@@ -141,6 +141,9 @@ class FrontDoor:
         self._running: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self.aborting = False
+        #: the serving loop, learnt on the first request: asyncio.current_task() without it
+        #: looks the loop up, a getpid() system call per request on Python 3.11
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def app(self) -> web.Application:
         # client_max_size: aiohttp refuses a larger body itself; `handle` words the 413.
@@ -176,7 +179,10 @@ class FrontDoor:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self.in_flight += 1
         self._running.add(task)
