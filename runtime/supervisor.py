@@ -344,7 +344,7 @@ class Supervisor:
         try:
             plain = [None if isinstance(v, Binding) else v for v in args] if passed else args
             payload = protocol.encode([plain, kwargs])
-            props_payload = protocol.encode(props)
+            props_payload = b"\xc0" if props is None else protocol.encode(props)  # msgpack nil
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"arguments and props must be plain data: {exc}") from None
         timeout = worker.limits.deadline or self.config.deadline

@@ -232,11 +232,27 @@ def test_the_front_door_checks_headers_again_when_a_sandbox_got_past_its_respons
     from dynworkers.loader.stub import FetchResponse
     from dynworkers.runtime.daemon.front import FrontDoor
 
+    forged = [
+        {"x-a": "1\r\nset-cookie: stolen=1"},
+        {"X-Ok": "1", "Connection": "close"},  # a valid name, remembered; a hop-by-hop one
+        {"X-Ok": "2", "bad name": "x"},  # a remembered name does not let a bad one through
+        {"X-Ok": "3\x00"},  # nor a bad value under a remembered name
+    ]
+
     class Forged:
         async def fetch(self, *args: Any, **kwargs: Any) -> FetchResponse:
-            return FetchResponse(200, {"x-a": "1\r\nset-cookie: stolen=1"}, b"")
+            return FetchResponse(200, forged.pop(0), b"")
+
+    class Loader:
+        def __init__(self) -> None:
+            self.workers: dict[str, Forged] = {}
+
+    class Supervisor:
+        loader = Loader()
 
     class Tenants:
+        supervisor = Supervisor()
+
         async def stub(self, tenant: str) -> Forged:
             return Forged()
 
@@ -245,5 +261,12 @@ def test_the_front_door_checks_headers_again_when_a_sandbox_got_past_its_respons
         answer = await front._dispatch("t", "GET", "http://t/", {}, b"")
         assert answer.status == 502
         assert "InvalidHeader" in answer.text  # type: ignore[attr-defined]
+        fine = await front._dispatch("t", "GET", "http://t/", {}, b"")
+        assert fine.status == 200 and fine.headers["X-Ok"] == "1"
+        assert "Connection" not in fine.headers
+        for _ in range(2):
+            answer = await front._dispatch("t", "GET", "http://t/", {}, b"")
+            assert answer.status == 502, answer.headers
+            assert "InvalidHeader" in answer.text  # type: ignore[attr-defined]
 
     asyncio.run(main())
