@@ -77,15 +77,16 @@ class Channel:
         return future
 
     def _drain(self) -> None:
-        # EVENTS says whether a frame waits, so that an empty socket costs no raised zmq.Again.
+        # Woken by the FD (or by `send` having seen POLLIN), a frame most likely waits: the first
+        # recv goes without a check. After each frame EVENTS says whether another waits, so that
+        # the usual drain raises no zmq.Again (an exception built in Python); each check costs
+        # libzmq a command poll, so checking before the first frame too was dearer (a send,
+        # poll and drain measured 14-16 us of CPU this way, 17-28 us either other way).
         socket = self.socket
         while not self.closed:
             try:
-                events: int = socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
-                if not events & zmq.POLLIN:
-                    return
                 frame = socket.recv(zmq.NOBLOCK)
-            except zmq.ZMQError:  # closed under us, or (never expected) no frame after all
+            except zmq.ZMQError:  # zmq.Again: nothing after all; or closed under us
                 return
             try:
                 message = protocol.from_sandbox.decode(frame)
@@ -93,6 +94,14 @@ class Channel:
                 self.on_broken(f"sent a frame that does not decode ({exc})")
                 return
             self._dispatch(message)
+            if self.closed:
+                return
+            try:
+                events: int = socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+            except zmq.ZMQError:
+                return
+            if not events & zmq.POLLIN:
+                return
 
     def _dispatch(self, message: protocol.Message) -> None:
         if isinstance(message, protocol.Returned | protocol.Failed):
