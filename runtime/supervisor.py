@@ -37,6 +37,7 @@ from dynworkers.loader import (
 )
 from dynworkers.runtime import protocol, tracing
 from dynworkers.runtime.bindings import BindingRateLimit, KVBinding, ServiceBinding
+from dynworkers.runtime.deadlines import Aborted, CallControl, Deadlines, Expired
 from dynworkers.runtime.errors import (
     EntrypointNotFound,
     ResultError,
@@ -70,71 +71,6 @@ class Default(WorkerEntrypoint):
         return Response.json({"url": request.url, "items": items})
 """
 MiB = 1 << 20
-
-
-class _Expired(Exception):
-    """The deadline timer fired on a reply future."""
-
-
-class _Aborted(Exception):
-    """The call's owner abandoned it (`CallControl.abort`): its sandbox must stop at once."""
-
-
-def _expire(future: asyncio.Future[protocol.Message]) -> None:
-    if not future.done():
-        future.set_exception(_Expired())
-
-
-class CallControl:
-    """The deadline of one call in flight: a timer on its reply future (no extra task on the
-    warm path). Bindings passed to the call may move it, e.g. to a step's own timeout.
-
-    Lazy: moving the deadline later keeps the armed timer, which re-arms itself for the rest
-    when it fires early; only a deadline moved earlier replaces it. A workflow's steps move the
-    deadline twice each (to the step's timeout and back), so this keeps the loop's timer heap
-    still on the hot path."""
-
-    __slots__ = ("_deadline", "_future", "_loop", "_timer", "timeout")
-
-    def __init__(
-        self, future: asyncio.Future[protocol.Message], seconds: float, timeout: float
-    ) -> None:
-        self._future = future
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self.set_deadline(seconds)
-        self.timeout = timeout  # what the caller was promised, for the error message
-
-    def set_deadline(self, seconds: float) -> None:
-        """The call now ends `seconds` from now, killing its sandbox if it has not answered."""
-        self.timeout = seconds
-        self._deadline = deadline = self._loop.time() + max(seconds, 0.0)
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return  # it fires first and re-arms for the rest (`_due`)
-            timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        if self._loop.time() < self._deadline:  # moved later since it was armed
-            self._timer = self._loop.call_at(self._deadline, self._due)
-            return
-        _expire(self._future)
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def abort(self, why: str) -> None:
-        """End the call now and kill its sandbox, whatever the tenant code is doing: the engine
-        does this when the workflow instance the call runs was terminated or deleted, so that
-        no later step or binding call of that run happens."""
-        if not self._future.done():
-            self._future.set_exception(_Aborted(why))
 
 
 @dataclass(frozen=True)
@@ -218,6 +154,7 @@ class Supervisor:
         self._run_dir: RunDir | None = None
         self._lock = StateLock(self.state_dir)
         self._sweeper: asyncio.Task[None] | None = None
+        self._deadlines: Deadlines | None = None
         self.rate_limit = BindingRateLimit(
             self.config.binding_calls_per_second, self.config.binding_call_burst
         )
@@ -253,6 +190,7 @@ class Supervisor:
         self.cache.directory.mkdir(mode=0o700, exist_ok=True)
         self._kv = await open_kv(self.config.store, self.state_dir)
         self._run_dir = RunDir()
+        self._deadlines = Deadlines(asyncio.get_running_loop())
         self._context = zmq.Context()
         self._zygote = ZygoteClient(
             self.config.policy, self._on_exit, self._on_zygote_lost, warmup=self._warmup()
@@ -300,6 +238,8 @@ class Supervisor:
                 await self._sweeper
         if self._pool is not None:
             await self._pool.close()
+        if self._deadlines is not None:
+            self._deadlines.close()
         if self._zygote is not None:
             await self._zygote.close()
         if self._context is not None:
@@ -398,19 +338,20 @@ class Supervisor:
         the call is pipelined behind specialisation, so this method never sees that moment."""
         started = time.perf_counter()
         pool = self.pool
+        deadlines = self._deadlines
+        assert deadlines is not None  # set before the pool
         passed = [value for value in args if isinstance(value, Binding)]
         try:
             plain = [None if isinstance(v, Binding) else v for v in args] if passed else args
             payload = protocol.encode([plain, kwargs])
-            props_payload = protocol.encode(props)
+            props_payload = b"\xc0" if props is None else protocol.encode(props)  # msgpack nil
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"arguments and props must be plain data: {exc}") from None
         timeout = worker.limits.deadline or self.config.deadline
         kind = REQUEST
         if passed and any(b.kind == WORKFLOW_STEP_KIND for b in passed):
             kind = WAKEUP  # a workflow wake-up: never waits behind the tenant's requests alone
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = deadlines.loop.time() + timeout
         while True:
             # The sandbox is this call's alone until released; waiting for it (queued behind the
             # tenant's earlier calls, or for room in a full pool) ends in PoolBusy at `deadline`.
@@ -439,7 +380,7 @@ class Supervisor:
                 )
                 # The deadline counts from the call's turn: time spent queued behind the
                 # tenant's earlier calls is not this call's doing.
-                control = CallControl(future, timeout, timeout)
+                control = CallControl(future, timeout, deadlines)
                 for binding in passed:
                     binding.granted(control)
                 try:
@@ -461,7 +402,7 @@ class Supervisor:
     ) -> protocol.Message:
         try:
             return await future
-        except _Expired:
+        except Expired:
             error = SandboxTimeout(
                 handle.tenant_id,
                 f"tenant {handle.tenant_id!r} did not answer within its {control.timeout:g} s "
@@ -469,7 +410,7 @@ class Supervisor:
             )
             pool.evict(handle, "deadline", error)
             raise error from None
-        except _Aborted as exc:
+        except Aborted as exc:
             aborted = SandboxError(handle.tenant_id, f"the call was abandoned: {exc}", "aborted")
             pool.evict(handle, "aborted", aborted)
             raise aborted from None

@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from dynworkers.runtime.daemon.logs import daemon_formatter
-    from dynworkers.runtime.daemon.server import Daemon
+    from dynworkers.runtime.daemon.server import Daemon, run_loop
 
     flags = {name: getattr(args, name) for name in SERVE_FLAGS}
 
@@ -218,7 +218,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"dynworkers: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(daemon.run())
+        return run_loop(daemon.run())
     except (DynworkersError, EngineError, OSError) as exc:
         if daemon.serving:
             raise  # a failure while serving is not a refusal to start

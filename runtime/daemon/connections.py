@@ -25,7 +25,7 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -69,36 +69,53 @@ async def read_body(request: web.Request, seconds: float) -> bytes:
 
 class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are no subclasses of asyncio.Transport, though they are ones
+        transport = cast(asyncio.Transport, transport)
         transport.write(REFUSED)
         transport.close()
 
 
 class _Guarded(asyncio.Protocol):
-    """Forwards every event to aiohttp's protocol; times the head of each request."""
+    """Forwards every event to aiohttp's protocol; times the head of each request.
+
+    The head's timer is lazy: it stays armed across the requests of a keep-alive connection and,
+    when it fires for a head that has since completed, re-arms for the current one (or lapses
+    when no head is being read). A busy connection so costs a loop timer once per
+    `header_timeout`, not a timer and a cancel per request."""
+
+    __slots__ = ("awaiting_head", "guard", "head_started", "inner", "loop", "timer", "transport")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self.guard = guard
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self.awaiting_head = True
+        #: loop time the first byte of the head being read arrived; None between requests
+        self.head_started: float | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
         # counted from here: asyncio accepts a batch of connections before any is "made"
         guard.open[inner] = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = cast(asyncio.Transport, transport)  # as in _Refused
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.awaiting_head and self.timer is None:  # the first byte of a request head
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.guard.header_timeout, self._head_late)
+        if self.awaiting_head and self.head_started is None:  # the first byte of a request head
+            self.head_started = started = self.loop.time()
+            if self.timer is None:
+                self.timer = self.loop.call_at(started + self.guard.header_timeout, self._head_late)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        keep_open = self.inner.eof_received()
+        if not keep_open:
+            # The transport closes now (connection_lost follows). Counted out at once: uvloop
+            # may accept a new connection before it delivers that connection_lost, and the
+            # new one must find the room the closed one left.
+            self.guard.open.pop(self.inner, None)
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
@@ -113,7 +130,7 @@ class _Guarded(asyncio.Protocol):
 
     def head_done(self) -> None:
         self.awaiting_head = False
-        self._cancel()
+        self.head_started = None  # the armed timer, if any, finds no head and lapses
 
     def response_done(self) -> None:
         self.awaiting_head = True
@@ -125,7 +142,14 @@ class _Guarded(asyncio.Protocol):
 
     def _head_late(self) -> None:
         self.timer = None
-        if self.awaiting_head and self.transport is not None and not self.transport.is_closing():
+        started = self.head_started
+        if not self.awaiting_head or started is None:
+            return  # no head being read now: the next one arms a timer of its own
+        due = started + self.guard.header_timeout
+        if self.loop.time() < due:  # armed for an earlier head: the rest of this one's time
+            self.timer = self.loop.call_at(due, self._head_late)
+            return
+        if self.transport is not None and not self.transport.is_closing():
             self.guard.timed_out += 1
             self.transport.write(HEAD_TIMEOUT)
             self.transport.close()

@@ -37,7 +37,7 @@ from dynworkers.engine import EngineError
 from dynworkers.runtime.daemon.config import DaemonConfig
 from dynworkers.runtime.daemon.deployments import TENANT_ID
 from dynworkers.runtime.daemon.front import FrontDoor
-from dynworkers.runtime.daemon.server import Daemon
+from dynworkers.runtime.daemon.server import Daemon, run_loop
 from dynworkers.runtime.daemon.wrangler import (
     WranglerConfig,
     WranglerError,
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dynworkers dev: {folder} as tenant {tenant!r}, state in {state}", flush=True)
     daemon = DevDaemon(settings, folder, tenant)
     try:
-        return asyncio.run(daemon.run())
+        return run_loop(daemon.run())
     except (DynworkersError, EngineError, OSError) as exc:
         if daemon.serving:
             raise

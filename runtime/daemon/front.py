@@ -72,6 +72,8 @@ HOP_BY_HOP = frozenset(
 #: RFC 9110 field names (tokens) and values (no CR, LF, NUL or other control but tab)
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
+#: most valid header names remembered (forgotten all at once past it: tenants choose names)
+VALID_NAMES_KEPT = 1024
 #: the type the sandbox's `Response` raises for a bad header (runtime.sandbox.workers)
 INVALID_HEADER = "InvalidHeader"
 #: the path a tenant is mounted at ("/<tenant>", or "" when routed by Host), set by the daemon
@@ -127,6 +129,7 @@ class FrontDoor:
         access_log: bool = False,
     ) -> None:
         self.tenants = tenants
+        self._workers = tenants.supervisor.loader.workers
         self.trust_forwarded = trust_forwarded
         self.max_body_bytes = max_body_bytes
         self.domain = domain
@@ -141,6 +144,12 @@ class FrontDoor:
         self._running: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self.aborting = False
+        #: the serving loop, learnt on the first request: asyncio.current_task() without it
+        #: looks the loop up, a getpid() system call per request on Python 3.11
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: response header names found valid, and their lower case (names repeat: a regex match
+        #: and a lower() per header per response, saved)
+        self._valid_names: dict[str, str] = {}
 
     def app(self) -> web.Application:
         # client_max_size: aiohttp refuses a larger body itself; `handle` words the 413.
@@ -176,7 +185,10 @@ class FrontDoor:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self.in_flight += 1
         self._running.add(task)
@@ -277,7 +289,8 @@ class FrontDoor:
         self, tenant: str, method: str, url: str, headers: Any, body: bytes
     ) -> web.StreamResponse:
         try:
-            stub = await self.tenants.stub(tenant)
+            # the warm path: a loaded tenant's stub from the loader's cache, no coroutine for it
+            stub = self._workers.get(tenant) or await self.tenants.stub(tenant)
             reply = await stub.fetch(url, method=method, headers=headers, body=body)
         except (UnknownTenant, InvalidTenant) as exc:
             return error(404, "UnknownTenant", str(exc), tenant=tenant)
@@ -332,8 +345,14 @@ class FrontDoor:
             log.exception("tenant %r: request failed in the host", tenant)
             return error(500, "HostError", f"the host failed to serve tenant {tenant!r}: {exc}")
         response = web.Response(status=reply.status, body=reply.body)
+        valid = self._valid_names
         for name, value in reply.headers.items():
-            if not HEADER_NAME.match(name) or not HEADER_VALUE.match(value):
+            lowered = valid.get(name)
+            if lowered is None and HEADER_NAME.match(name):
+                if len(valid) >= VALID_NAMES_KEPT:
+                    valid.clear()
+                lowered = valid[name] = name.lower()
+            if lowered is None or not HEADER_VALUE.match(value):
                 return error(
                     502,
                     INVALID_HEADER,
@@ -341,7 +360,7 @@ class FrontDoor:
                     "(names are HTTP tokens; values hold no CR, LF, NUL or control character)",
                     tenant=tenant,
                 )
-            if name.lower() not in HOP_BY_HOP:
+            if lowered not in HOP_BY_HOP:
                 response.headers[name] = value
         return response
 

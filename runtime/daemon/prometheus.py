@@ -4,7 +4,8 @@ Host side, on the daemon's event loop. `DaemonMetrics` owns one `CollectorRegist
 (never the process-wide default: one process may run several daemons, as the tests do).
 
 Two kinds of figures:
-- latencies are histograms fed as things happen: boot latency from the pool's observers ("boot"
+- latencies are histograms fed as things happen (plain numbers, no locks, folded into the text
+  at scrape: runtime.daemon.request_metrics): boot latency from the pool's observers ("boot"
   for a cold start, "ready.warm" from `Supervisor.invoke`), dispatch latency from the front door
   (`observe_dispatch`), step durations from `engine.step_observers`;
 - per tenant, from the front door: requests by status class, errors by kind (a closed list: the
@@ -38,12 +39,9 @@ import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
-    Summary,
     disable_created_metrics,
     generate_latest,
 )
@@ -51,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from dynworkers import __version__
 from dynworkers.engine.errors import EngineError
+from dynworkers.runtime.daemon.request_metrics import RequestMetrics
 from dynworkers.runtime.errors import SupervisorClosed
 from dynworkers.runtime.metrics import EVICTION_REASONS
 
@@ -78,13 +77,6 @@ STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 
 #: status classes present from the start, so rates exist before the first error
 CODES = ("2xx", "4xx", "5xx")
 STEP_OUTCOMES = ("complete", "failed", "retry")
-#: the front door's answer to a name that is no tenant: not counted per tenant
-UNKNOWN_TENANT = "UnknownTenant"
-
-
-def status_class(status: int) -> str:
-    """ "2xx" for 200..299, and so on; "other" outside 100..599."""
-    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
 @dataclass
@@ -227,57 +219,13 @@ class DaemonMetrics:
             "The dynworkers version and the Python that runs it.",
             registry=self.registry,
         ).info({"version": __version__, "python": platform.python_version()})
-        boot = Histogram(
-            "dynworkers_boot_latency_seconds",
-            "Time from needing a sandbox to the sandbox being ready for the tenant's call.",
-            ["start"],
-            registry=self.registry,
-            buckets=BOOT_BUCKETS,
+        # fed on the hot path as plain numbers, folded into the registry's text when scraped
+        self.live = RequestMetrics(
+            CODES, DISPATCH_BUCKETS, BOOT_BUCKETS, STEP_BUCKETS, STEP_OUTCOMES
         )
-        self._cold = boot.labels(start="cold")
-        self._warm = boot.labels(start="warm")
-        self._dispatch = Histogram(
-            "dynworkers_dispatch_seconds",
-            "Time to answer a tenant request at the front door, by status class.",
-            ["code"],
-            registry=self.registry,
-            buckets=DISPATCH_BUCKETS,
-        )
-        self._requests = Counter(
-            "dynworkers_requests",
-            "Tenant requests answered, by status class.",
-            ["code"],
-            registry=self.registry,
-        )
-        self._codes = {code: self._code(code) for code in CODES}
-        self._tenant_requests = Counter(
-            "dynworkers_tenant_requests",
-            "Tenant requests answered, by tenant and status class.",
-            ["tenant", "code"],
-            registry=self.registry,
-        )
-        self._tenant_errors = Counter(
-            "dynworkers_tenant_errors",
-            "Tenant requests that failed, by tenant and kind (TenantError: the tenant's code "
-            "raised; the others are the front door's answers: DeadlineExceeded, SandboxCrashed, "
-            "Busy, CompileError, ...).",
-            ["tenant", "error"],
-            registry=self.registry,
-        )
-        self._tenant_seconds = Summary(
-            "dynworkers_tenant_request_seconds",
-            "Time to answer a tenant's requests at the front door (count and sum: the mean).",
-            ["tenant"],
-            registry=self.registry,
-        )
-        self._steps = Histogram(
-            "dynworkers_workflow_step_seconds",
-            "Duration of a workflow step attempt, from its start to its outcome.",
-            ["outcome"],
-            registry=self.registry,
-            buckets=STEP_BUCKETS,
-        )
-        self._outcomes = {outcome: self._steps.labels(outcome=outcome) for outcome in STEP_OUTCOMES}
+        self.registry.register(self.live)
+        #: (seconds, status, tenant or None, error kind or None): one answered request
+        self.observe_dispatch = self.live.observe_dispatch
         self._collector = _ScrapeCollector()
         self.registry.register(self._collector)
         self._started = False
@@ -304,36 +252,12 @@ class DaemonMetrics:
 
     def _observe_pool(self, event: str, tenant: str, value: float) -> None:
         if event == "ready.warm":
-            self._warm.observe(value)
+            self.live.warm.observe(value)
         elif event == "boot":
-            self._cold.observe(value)
+            self.live.cold.observe(value)
 
     def _observe_step(self, tenant: str, outcome: str, seconds: float) -> None:
-        child = self._outcomes.get(outcome)
-        if child is None:
-            child = self._outcomes[outcome] = self._steps.labels(outcome=outcome)
-        child.observe(seconds)
-
-    def _code(self, code: str) -> tuple[Histogram, Counter]:
-        return self._dispatch.labels(code=code), self._requests.labels(code=code)
-
-    def observe_dispatch(
-        self, seconds: float, status: int, tenant: str | None = None, error: str | None = None
-    ) -> None:
-        """One request answered by the front door with `status`, in `seconds`; `tenant` is the
-        tenant it named, `error` the kind of failure (the answer's "error" field), if any."""
-        code = status_class(status)
-        children = self._codes.get(code)
-        if children is None:
-            children = self._codes[code] = self._code(code)
-        children[0].observe(seconds)
-        children[1].inc()
-        if tenant is None or error == UNKNOWN_TENANT:
-            return
-        self._tenant_requests.labels(tenant=tenant, code=code).inc()
-        self._tenant_seconds.labels(tenant=tenant).observe(seconds)
-        if error is not None:
-            self._tenant_errors.labels(tenant=tenant, error=error).inc()
+        self.live.steps.child(outcome).observe(seconds)
 
     # --- scraping --------------------------------------------------------------------------------
 

@@ -136,6 +136,24 @@ def test_a_slow_head_is_408_and_an_idle_connection_is_closed(tmp_path: Path) -> 
             assert read_all(quiet) == b""  # nothing sent: closed after keepalive_timeout
 
 
+def test_a_slow_head_after_a_quick_request_on_the_same_connection_is_408(tmp_path: Path) -> None:
+    """The head timer stays armed across a keep-alive connection's requests: one armed for an
+    earlier head re-arms for the slow one instead of lapsing."""
+    with (
+        running(tmp_path, header_timeout=1, keepalive_timeout=30) as daemon,
+        connect(daemon.front) as sock,
+    ):
+        sock.sendall(b"GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first:  # the quick request's answer (its head at least)
+            first += sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)  # the timer armed for the first head has not fired yet
+        sock.sendall(b"GET /echo/y HTTP/1.1\r\nHost: a\r\n")  # this head never ends
+        rest = read_all(sock)
+        assert b"HTTP/1.1 408" in first + rest
+
+
 def test_a_body_not_sent_within_body_timeout_is_408(tmp_path: Path) -> None:
     with running(tmp_path, body_timeout=1) as daemon:
         for url in (daemon.front + "/echo/x", daemon.control + "/_/tenants/echo/workflows"):
@@ -214,11 +232,27 @@ def test_the_front_door_checks_headers_again_when_a_sandbox_got_past_its_respons
     from dynworkers.loader.stub import FetchResponse
     from dynworkers.runtime.daemon.front import FrontDoor
 
+    forged = [
+        {"x-a": "1\r\nset-cookie: stolen=1"},
+        {"X-Ok": "1", "Connection": "close"},  # a valid name, remembered; a hop-by-hop one
+        {"X-Ok": "2", "bad name": "x"},  # a remembered name does not let a bad one through
+        {"X-Ok": "3\x00"},  # nor a bad value under a remembered name
+    ]
+
     class Forged:
         async def fetch(self, *args: Any, **kwargs: Any) -> FetchResponse:
-            return FetchResponse(200, {"x-a": "1\r\nset-cookie: stolen=1"}, b"")
+            return FetchResponse(200, forged.pop(0), b"")
+
+    class Loader:
+        def __init__(self) -> None:
+            self.workers: dict[str, Forged] = {}
+
+    class Supervisor:
+        loader = Loader()
 
     class Tenants:
+        supervisor = Supervisor()
+
         async def stub(self, tenant: str) -> Forged:
             return Forged()
 
@@ -227,5 +261,12 @@ def test_the_front_door_checks_headers_again_when_a_sandbox_got_past_its_respons
         answer = await front._dispatch("t", "GET", "http://t/", {}, b"")
         assert answer.status == 502
         assert "InvalidHeader" in answer.text  # type: ignore[attr-defined]
+        fine = await front._dispatch("t", "GET", "http://t/", {}, b"")
+        assert fine.status == 200 and fine.headers["X-Ok"] == "1"
+        assert "Connection" not in fine.headers
+        for _ in range(2):
+            answer = await front._dispatch("t", "GET", "http://t/", {}, b"")
+            assert answer.status == 502, answer.headers
+            assert "InvalidHeader" in answer.text  # type: ignore[attr-defined]
 
     asyncio.run(main())
