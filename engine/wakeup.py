@@ -73,9 +73,10 @@ async def _wake_up_settled(engine: Engine, instance_id: str, due: float) -> None
 
 
 async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
-    store = engine.store
     now = engine.clock.now()
-    record, claimed = await store.claim(instance_id, engine.host, now)
+    record, claimed, steps = await engine.claims.claim(instance_id)  # batched with others
+    if record is None:  # the batcher raises InstanceNotFound instead; for the type checker
+        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
     if not claimed:
         if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
             engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
@@ -87,7 +88,7 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
     if workflow is None:
         await engine.park(record)  # runs when the host registers the workflow
         return
-    session = StepSession(engine, record, await store.steps(instance_id))
+    session = StepSession(engine, record, steps)
     session.due_ms = max(0.0, now - due) * 1000
     local = rules.local_id(record.id, record.tenant)
     event = {

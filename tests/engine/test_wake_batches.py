@@ -1,0 +1,138 @@
+"""Many wake-ups at once: created together or falling due together, their claims are batched
+(`engine.claims`), and still each instance runs exactly once per wake-up, in wake_at order, and
+never after a pause or a terminate.
+
+Host-side workflows (a worker thread of the host, the engine's real step object) on a real
+SQLite store; time is a `ManualClock`. Polling loops only guard against a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dynworkers.engine import Engine, ManualClock, WorkflowEntrypoint
+from dynworkers.engine.claims import MAX_BATCH
+
+#: More than one store call's worth of claims, so a burst is split into several batches.
+COUNT = MAX_BATCH + 44
+HANG_S = 120.0
+
+
+class Napper(WorkflowEntrypoint):
+    """Sleeps `ms`, then notes that its second wake-up got past the sleep."""
+
+    woke: ClassVar[list[str]] = []
+
+    def run(self, event: Any, step: Any) -> Any:
+        step.sleep("nap", event.payload["ms"])
+        Napper.woke.append(event.instance_id)
+        return event.payload["ms"]
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_S
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.01)
+
+
+def _engine(tmp_path: Path, clock: ManualClock) -> tuple[Engine, list[tuple[str, float]]]:
+    """An engine whose scheduler notes each wake-up it begins: (instance id, due)."""
+    engine = Engine(store=f"sqlite:///{tmp_path / 'engine.db'}", clock=clock, max_running=64)
+    begun: list[tuple[str, float]] = []
+    run = engine.scheduler._run
+
+    async def noted(instance_id: str, due: float) -> None:
+        begun.append((instance_id, due))
+        await run(instance_id, due)
+
+    engine.scheduler._run = noted
+    return engine, begun
+
+
+def test_timers_falling_due_together_each_run_once_in_wake_at_order(tmp_path: Path) -> None:
+    clock = ManualClock()
+    Napper.woke = []
+
+    async def main() -> None:
+        engine, begun = _engine(tmp_path, clock)
+        async with engine:
+            workflow = engine.register("napper", Napper)
+            # created in one burst, each sleeping less than the one before: the wake-up order
+            # is the reverse of the creation order
+            items = [
+                {"id": f"i{n:04d}", "params": {"ms": (COUNT - n) * 1000}} for n in range(COUNT)
+            ]
+            for start in range(0, COUNT, 100):
+                await workflow.create_batch(items[start : start + 100])
+
+            async def all_waiting() -> bool:
+                return (await engine.count_instances())["waiting"] == COUNT
+
+            await _until(all_waiting, "every instance hibernates")
+            assert engine.stats()["hibernating"] == COUNT
+            first = list(begun)
+            begun.clear()
+            clock.advance(COUNT + 1)  # every timer is due at once
+
+            async def all_complete() -> bool:
+                return (await engine.count_instances())["complete"] == COUNT
+
+            await _until(all_complete, "every instance completes")
+            assert sorted(i for i, _ in first) == sorted(f"i{n:04d}" for n in range(COUNT))
+            assert sorted(Napper.woke) == sorted(i for i, _ in first)  # each once past its sleep
+            assert len(begun) == COUNT and len({i for i, _ in begun}) == COUNT
+            dues = [due for _, due in begun]
+            assert dues == sorted(dues)  # begun in wake_at order
+            assert [i for i, _ in begun] == [f"i{n:04d}" for n in reversed(range(COUNT))]
+            # the wake-ups begun together were claimed in one store call
+            assert engine.claims.claims == 2 * COUNT
+            assert engine.claims.largest == engine.scheduler.max_running
+
+    asyncio.run(main())
+
+
+def test_a_paused_or_terminated_instance_timer_never_runs(tmp_path: Path) -> None:
+    clock = ManualClock()
+    Napper.woke = []
+
+    async def main() -> None:
+        engine, begun = _engine(tmp_path, clock)
+        async with engine:
+            workflow = engine.register("napper", Napper)
+            ids = [(await workflow.create(params={"ms": 5000})).id for _ in range(3)]
+            paused, terminated, left = ids
+
+            async def all_waiting() -> bool:
+                return (await engine.count_instances())["waiting"] == 3
+
+            await _until(all_waiting, "every instance hibernates")
+            await engine.pause(paused)
+            await engine.terminate(terminated)
+            assert engine.stats()["hibernating"] == 1
+            begun.clear()
+            clock.advance(10)
+
+            async def left_complete() -> bool:
+                return (await engine.status(left))["status"] == "complete"
+
+            await _until(left_complete, "the third instance completes")
+            for _ in range(20):  # the others had their chance to run (they must not)
+                await asyncio.sleep(0.01)
+            assert [i for i, _ in begun] == [left] and Napper.woke == [left]
+            assert (await engine.status(paused))["status"] == "paused"
+            assert (await engine.status(terminated))["status"] == "terminated"
+            await engine.resume(paused)  # its time has passed: it runs now, once
+            await _until(lambda: _is(engine, paused, "complete"), "the resumed instance completes")
+            assert sorted(Napper.woke) == sorted([left, paused])
+
+    asyncio.run(main())
+
+
+async def _is(engine: Engine, instance_id: str, status: str) -> bool:
+    return (await engine.status(instance_id))["status"] == status
