@@ -27,7 +27,12 @@ d. dynworkers only: N instances waiting at once. A fresh process creates N over 
    one's first wake-up reaches `step.sleep(S)`, S = max(20 s, 1.5 x the fill time predicted
    by the 0-step 5-tenant rate of a + 5 s). Host RSS (psutil) before and once all hibernate;
    lateness of every wake-up = when the scheduler began it minus its wake_at; and the engine's
-   own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first).
+   own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first). Rates:
+   first wake-ups/s = N / fill time; due wake-ups/s = N / (end - the sleep), which is at most
+   about the fill rate (timers fall due at the pace their instances hibernated). Where the time
+   goes: host CPU per wake-up in each phase (`time.process_time`, every thread) and per thread
+   (psutil), the sandboxes' CPU (live ones only: an evicted sandbox's CPU is lost), the load
+   average, store commits, claim batches, and the pool's cold starts and evictions.
 
 No store polling: `Probe` wraps the engine's `store.update_instance` and `store.record` (a
 completion counts once its write is durable) and the scheduler's run callback (when a wake-up
@@ -51,6 +56,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -288,32 +294,69 @@ async def _recovery_phase2(state_dir: str, count: int) -> dict[str, Any]:
         }
 
 
+def _cpu(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of `processes` (those that ended meanwhile count 0)."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> dict[str, Any]:
     me = psutil.Process()
+    load_start = os.getloadavg()
     async with _host(state_dir) as (engine, probe):
         rss_before = me.memory_info().rss
-        t0 = time.perf_counter()
+        sandboxes_cpu0 = _cpu(me.children(recursive=True))
+        cpu0, t0 = time.process_time(), time.perf_counter()
         await _create(engine, count, tenants, sleep_ms=sleep_ms)
         created = time.perf_counter() - t0
         peak = await probe.hibernating(count)
         fill = time.perf_counter() - t0
+        cpu_fill = time.process_time() - cpu0
+        sandboxes_cpu_fill = _cpu(me.children(recursive=True)) - sandboxes_cpu0
+        load_fill = os.getloadavg()
         rss_hibernating = me.memory_info().rss
         at_fill = await asyncio.to_thread(_counts, state_dir)
         sandboxes = _rss(me.children(recursive=True))
         probe.lateness_ms = {}
         engine.hotpath.due_to_running_ms.clear()
+        sandboxes_cpu1 = _cpu(me.children(recursive=True))
+        cpu1 = time.process_time()
         await probe.all_finished(count, TIMEOUT_S + sleep_ms / 1000)
         total = time.perf_counter() - t0
+        cpu_due = time.process_time() - cpu1
+        sandboxes_cpu_due = _cpu(me.children(recursive=True)) - sandboxes_cpu1
         stats = engine.stats()
         hot: dict[str, float] = {}
         for row in await engine.hot_paths():
             hot[row["name"]] = hot.get(row["name"], 0.0) + row["count"]
+        pool = engine.supervisor.stats() if engine.supervisor is not None else {}
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        by_thread: dict[str, float] = {}
+        for t in me.threads():
+            name = names.get(t.id, "other")
+            by_thread[name] = by_thread.get(name, 0.0) + t.user_time + t.system_time
+            by_thread[name + " (system)"] = by_thread.get(name + " (system)", 0.0) + t.system_time
+    # due phase: from the first timer due (no earlier than t0 + the sleep) to the last
+    # completion; timers fall due at the pace the first wake-ups hibernated, so this rate is
+    # at most about the fill rate
+    due_span = total - sleep_ms / 1000
     return {
         "count": count,
         "tenants": tenants,
         "sleep_s": sleep_ms / 1000,
         "create_seconds": created,
         "fill_seconds": fill,
+        "first_wake_ups_per_second": count / fill,
+        "due_wake_ups_per_second": count / due_span if due_span > 0 else None,
+        "host_cpu_us_per_first_wake_up": cpu_fill * 1e6 / count,
+        "host_cpu_us_per_due_wake_up": cpu_due * 1e6 / count,
+        "sandboxes_cpu_us_per_first_wake_up": sandboxes_cpu_fill * 1e6 / count,
+        "sandboxes_cpu_us_per_due_wake_up": sandboxes_cpu_due * 1e6 / count,
+        "loadavg": {"start": load_start, "fill": load_fill, "end": os.getloadavg()},
         "peak_hibernating": peak,
         "all_hibernating_at_once": peak >= count,
         "status_at_fill": at_fill,
@@ -325,6 +368,10 @@ async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> d
         "lateness": summarize(list(probe.lateness_ms.values())),
         "engine_due_to_running_ms": stats["due_to_running_ms"],
         "hot_path_counts": hot,
+        "store_commits": engine.store.commits,
+        "claim_batches": {"batches": engine.claims.batches, "claims": engine.claims.claims},
+        "pool": {k: v for k, v in pool.items() if isinstance(v, int | float)},
+        "host_cpu_seconds_by_thread": by_thread,
     }
 
 
