@@ -99,7 +99,10 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
     }
     with engine.running_session(session):
         try:
-            outcome = await _run(engine, workflow.entrypoint, event, session, record)
+            try:
+                outcome = await _run(engine, workflow.entrypoint, event, session, record)
+            finally:
+                await session.flush()  # a sleep's write, deferred until the sandbox let go
         except (SupervisorClosed, EngineClosed, StaleSession):
             return  # shutting down, or fenced: the store holds what happened
         except PoolBusy:

@@ -1,9 +1,11 @@
 """Many wake-ups at once: created together or falling due together, their claims are batched
 (`engine.claims`), and still each instance runs exactly once per wake-up, in wake_at order, and
-never after a pause or a terminate.
+never after a pause or a terminate. A sleep lets its sandbox go before its write commits
+(`StepSession.flush`), and that write's failure or fencing still decides the wake-up.
 
 Host-side workflows (a worker thread of the host, the engine's real step object) on a real
-SQLite store; time is a `ManualClock`. Polling loops only guard against a hang.
+SQLite store, and a real sandbox where the sandbox matters; time is a `ManualClock`. Polling
+loops only guard against a hang; the store fault is injected by wrapping `store.record`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dynworkers.engine import Engine, ManualClock, WorkflowEntrypoint
+from dynworkers.engine import Engine, ManualClock, StoreError, WorkflowEntrypoint
 from dynworkers.engine.claims import MAX_BATCH
+from tests.engine.harness import Harness
+from tests.tenants import workflows as programs
 
 #: More than one store call's worth of claims, so a burst is split into several batches.
 COUNT = MAX_BATCH + 44
@@ -136,3 +140,104 @@ def test_a_paused_or_terminated_instance_timer_never_runs(tmp_path: Path) -> Non
 
 async def _is(engine: Engine, instance_id: str, status: str) -> bool:
     return (await engine.status(instance_id))["status"] == status
+
+
+def _gate_sleep_writes(engine: Engine) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold every write that puts an instance to sleep until the returned gate opens; the
+    other event is set once one such write is held."""
+    gate, held = asyncio.Event(), asyncio.Event()
+    record = engine.store.record
+
+    async def gated(step: Any, instance_id: str, **fields: Any) -> None:
+        if fields.get("status") == "waiting":
+            held.set()
+            await gate.wait()
+        await record(step, instance_id, **fields)
+
+    engine.store.record = gated  # type: ignore[method-assign]
+    return gate, held
+
+
+def test_a_sleep_lets_its_sandbox_go_before_its_write_commits(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        async with Harness(config(max_sandboxes_per_tenant=1), clock=ManualClock()) as h:
+            h.deploy("acme", programs.PIPELINE)
+            gate, held = _gate_sleep_writes(h.engine)
+            await h.fetch("acme", {"id": "a", "params": {"n": 1, "nap": 1000}})
+            await asyncio.wait_for(held.wait(), HANG_S)
+
+            async def sandbox_free() -> bool:
+                tenants = h.supervisor.stats()["tenants"]
+                return all(t["busy"] == 0 for t in tenants.values())
+
+            await _until(sandbox_free, "the sandbox is free while the sleep's write is held")
+            assert (await h.engine.status("acme/a"))["status"] == "running"  # not ended yet
+            gate.set()
+            await h.wait_for("acme/a", "waiting")
+            assert h.engine.stats()["hibernating"] == 1
+
+    asyncio.run(main())
+
+
+def test_a_deferred_sleep_write_that_fails_runs_the_wake_up_again(tmp_path: Path) -> None:
+    clock = ManualClock()
+    Napper.woke = []
+
+    async def main() -> None:
+        engine, begun = _engine(tmp_path, clock)
+        async with engine:
+            record, failed = engine.store.record, list[str]()
+
+            async def failing_once(step: Any, instance_id: str, **fields: Any) -> None:
+                if fields.get("status") == "waiting" and not failed:
+                    failed.append(instance_id)
+                    raise StoreError("disk I/O error (injected)")
+                await record(step, instance_id, **fields)
+
+            engine.store.record = failing_once  # type: ignore[method-assign]
+            workflow = engine.register("napper", Napper)
+            instance = await workflow.create(params={"ms": 5000})
+
+            async def backed_off() -> bool:
+                return engine.store_failures == 1 and not engine.scheduler.running
+
+            await _until(backed_off, "the failed write is counted and the wake-up ends")
+            stored = await engine.record(instance.id)  # nothing was lost: as it was created
+            assert stored.status == "queued" and stored.wake_at is None
+            clock.advance(1)  # past the backoff: the wake-up runs again and sleeps
+            await _until(lambda: _is(engine, instance.id, "waiting"), "it sleeps")
+            clock.advance(10)
+            await _until(lambda: _is(engine, instance.id, "complete"), "it completes")
+            assert Napper.woke == [instance.id] and len(begun) == 3
+
+    asyncio.run(main())
+
+
+def test_a_terminate_while_a_sleep_write_is_in_flight_wins(tmp_path: Path) -> None:
+    clock = ManualClock()
+    Napper.woke = []
+
+    async def main() -> None:
+        engine, begun = _engine(tmp_path, clock)
+        async with engine:
+            gate, held = _gate_sleep_writes(engine)
+            workflow = engine.register("napper", Napper)
+            instance = await workflow.create(params={"ms": 5000})
+            await asyncio.wait_for(held.wait(), HANG_S)
+            await engine.terminate(instance.id)
+            gate.set()  # the sleep's write now finds the generation moved on
+
+            async def ended() -> bool:
+                return not engine.scheduler.running
+
+            await _until(ended, "the wake-up ends")
+            clock.advance(10)
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert (await instance.status())["status"] == "terminated"
+            assert engine.stats()["hibernating"] == 0
+            assert Napper.woke == [] and len(begun) == 1
+
+    asyncio.run(main())
