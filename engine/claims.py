@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 
 from dynworkers.engine.scheduler import Clock
-from dynworkers.engine.store import Claim, InstanceNotFound, Store
+from dynworkers.engine.store import Claim, InstanceNotFound, Store, StoreError
 
 #: Most claims in one store call: bounds the writer's transaction (and the time one batch
 #: holds the writer thread) when tens of thousands of timers fall due at once.
@@ -80,11 +80,16 @@ class ClaimBatcher:
         ids = [instance_id for instance_id, _ in batch]
         try:
             claims = await self.store.claim_batch(ids, self.host, self.clock.now())
+            if len(claims) != len(batch):
+                raise StoreError(
+                    f"claim_batch answered {len(claims)} claims for {len(batch)} instances: "
+                    "the store backend is broken"
+                )
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
             raise
-        except Exception as exc:
+        except Exception as exc:  # a StoreError: every wake-up of the batch backs off
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -241,3 +241,47 @@ def test_a_terminate_while_a_sleep_write_is_in_flight_wins(tmp_path: Path) -> No
             assert Napper.woke == [] and len(begun) == 1
 
     asyncio.run(main())
+
+
+def test_a_failed_batch_claim_backs_off_each_of_its_wake_ups_and_loses_none(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    Napper.woke = []
+
+    async def main() -> None:
+        engine, begun = _engine(tmp_path, clock)
+        async with engine:
+            claim_batch, failed = engine.store.claim_batch, list[list[str]]()
+
+            async def failing_once(ids: list[str], host: str, now: float) -> Any:
+                if not failed:
+                    failed.append(list(ids))
+                    raise StoreError("database is locked (injected)")
+                return await claim_batch(ids, host, now)
+
+            engine.store.claim_batch = failing_once  # type: ignore[method-assign]
+            workflow = engine.register("napper", Napper)
+            created = await workflow.create_batch([{"params": {"ms": 5000}} for _ in range(3)])
+            ids = sorted(i.id for i in created)
+
+            async def backed_off() -> bool:
+                return engine.store_failures == 3 and not engine.scheduler.running
+
+            await _until(backed_off, "each wake-up of the failed batch backs off")
+            assert sorted(failed[0]) == ids  # the three were claimed in one call
+            clock.advance(1)
+
+            async def all_waiting() -> bool:
+                return (await engine.count_instances())["waiting"] == 3
+
+            await _until(all_waiting, "each runs again and sleeps")
+            clock.advance(10)
+
+            async def all_complete() -> bool:
+                return (await engine.count_instances())["complete"] == 3
+
+            await _until(all_complete, "each completes")
+            assert sorted(Napper.woke) == ids and len(begun) == 9
+
+    asyncio.run(main())
