@@ -7,7 +7,10 @@ a worker thread for a host-side `WorkflowEntrypoint` subclass.
 How a wake-up ends:
 - the workflow returned: the instance is complete with its output;
 - it suspended (retry delay, sleep, wait, pause): the step session already recorded that, and
-  the instance goes on the timer heap;
+  the instance goes on the timer heap. A sleep's write is the one exception to "recorded before
+  the sandbox hears": the sandbox is told to suspend at once and serves the next wake-up while
+  the sleep commits, and this wake-up ends once it is durable (`StepSession.flush`); a crash in
+  between leaves the instance as it was before the sleep, to run again from the top;
 - `run()` raised (or replay found a determinism error): errored, with `name` and `message`;
 - the sandbox died or passed its deadline during a step attempt: that attempt failed (a retry
   is scheduled, or the step fails for good); outside any step: the wake-up runs again, and
