@@ -27,7 +27,14 @@ d. dynworkers only: N instances waiting at once. A fresh process creates N over 
    one's first wake-up reaches `step.sleep(S)`, S = max(20 s, 1.5 x the fill time predicted
    by the 0-step 5-tenant rate of a + 5 s). Host RSS (psutil) before and once all hibernate;
    lateness of every wake-up = when the scheduler began it minus its wake_at; and the engine's
-   own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first).
+   own `stats()["due_to_running_ms"]` over those wake-ups (its window is cleared first). Rates:
+   first wake-ups/s = N / fill time; due wake-ups/s = N / (end - the sleep), which is at most
+   about the fill rate (timers fall due at the pace their instances hibernated). Where the time
+   goes: host CPU per wake-up in each phase (`time.process_time`, every thread) and per thread
+   (psutil), the sandboxes' CPU (live ones only: an evicted sandbox's CPU is lost), the load
+   average, store commits, claim batches, and the pool's cold starts and evictions. The row is
+   taken twice: with max_sandboxes 8, and 20 (room for every tenant's wake-up sandboxes, so the
+   pool never evicts one tenant's idle sandbox for another's scale-out).
 
 No store polling: `Probe` wraps the engine's `store.update_instance` and `store.record` (a
 completion counts once its write is durable) and the scheduler's run callback (when a wake-up
@@ -51,6 +58,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -146,13 +154,13 @@ class Probe:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {peak} of {count} instances hibernated")
             await asyncio.sleep(POLL_S)
-            peak = max(peak, self.engine.stats()["hibernating"])
+            peak = max(peak, self.engine.scheduler.waiting)  # stats() sorts its windows
         return peak
 
 
 @contextlib.asynccontextmanager
 async def _host(
-    state_dir: str, store: str | None = None, durability: str = "full"
+    state_dir: str, store: str | None = None, durability: str = "full", max_sandboxes: int = 8
 ) -> AsyncIterator[tuple[Engine, Probe]]:
     """Supervisor + Engine on `state_dir` (and `store`, default its SQLite file), the dynamic
     workflow registered, a Probe installed."""
@@ -164,7 +172,7 @@ async def _host(
         binding = wrap_workflow_binding({"tenant_id": tenant})
         return WorkerCode("main", {"main": TENANT_SRC}, env={"WORKFLOWS": binding})
 
-    config = SupervisorConfig(state_dir=state_dir, spares=2, max_sandboxes=8)
+    config = SupervisorConfig(state_dir=state_dir, spares=2, max_sandboxes=max_sandboxes)
     async with Supervisor(config) as supervisor:
         engine = Engine(supervisor, store, max_running=64, durability=durability)
         probe = Probe(engine)
@@ -288,32 +296,72 @@ async def _recovery_phase2(state_dir: str, count: int) -> dict[str, Any]:
         }
 
 
-async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> dict[str, Any]:
+def _cpu(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of `processes` (those that ended meanwhile count 0)."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _waiting(
+    state_dir: str, count: int, sleep_ms: int, tenants: int, max_sandboxes: int = 8
+) -> dict[str, Any]:
     me = psutil.Process()
-    async with _host(state_dir) as (engine, probe):
+    load_start = os.getloadavg()
+    async with _host(state_dir, max_sandboxes=max_sandboxes) as (engine, probe):
         rss_before = me.memory_info().rss
-        t0 = time.perf_counter()
+        sandboxes_cpu0 = _cpu(me.children(recursive=True))
+        cpu0, t0 = time.process_time(), time.perf_counter()
         await _create(engine, count, tenants, sleep_ms=sleep_ms)
         created = time.perf_counter() - t0
         peak = await probe.hibernating(count)
         fill = time.perf_counter() - t0
+        cpu_fill = time.process_time() - cpu0
+        sandboxes_cpu_fill = _cpu(me.children(recursive=True)) - sandboxes_cpu0
+        load_fill = os.getloadavg()
         rss_hibernating = me.memory_info().rss
         at_fill = await asyncio.to_thread(_counts, state_dir)
         sandboxes = _rss(me.children(recursive=True))
         probe.lateness_ms = {}
         engine.hotpath.due_to_running_ms.clear()
+        sandboxes_cpu1 = _cpu(me.children(recursive=True))
+        cpu1 = time.process_time()
         await probe.all_finished(count, TIMEOUT_S + sleep_ms / 1000)
         total = time.perf_counter() - t0
+        cpu_due = time.process_time() - cpu1
+        sandboxes_cpu_due = _cpu(me.children(recursive=True)) - sandboxes_cpu1
         stats = engine.stats()
         hot: dict[str, float] = {}
         for row in await engine.hot_paths():
             hot[row["name"]] = hot.get(row["name"], 0.0) + row["count"]
+        pool = engine.supervisor.stats() if engine.supervisor is not None else {}
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        by_thread: dict[str, float] = {}
+        for t in me.threads():
+            name = names.get(t.id, "other")
+            by_thread[name] = by_thread.get(name, 0.0) + t.user_time + t.system_time
+            by_thread[name + " (system)"] = by_thread.get(name + " (system)", 0.0) + t.system_time
+    # due phase: from the first timer due (no earlier than t0 + the sleep) to the last
+    # completion; timers fall due at the pace the first wake-ups hibernated, so this rate is
+    # at most about the fill rate
+    due_span = total - sleep_ms / 1000
     return {
         "count": count,
         "tenants": tenants,
+        "max_sandboxes": max_sandboxes,
         "sleep_s": sleep_ms / 1000,
         "create_seconds": created,
         "fill_seconds": fill,
+        "first_wake_ups_per_second": count / fill,
+        "due_wake_ups_per_second": count / due_span if due_span > 0 else None,
+        "host_cpu_us_per_first_wake_up": cpu_fill * 1e6 / count,
+        "host_cpu_us_per_due_wake_up": cpu_due * 1e6 / count,
+        "sandboxes_cpu_us_per_first_wake_up": sandboxes_cpu_fill * 1e6 / count,
+        "sandboxes_cpu_us_per_due_wake_up": sandboxes_cpu_due * 1e6 / count,
+        "loadavg": {"start": load_start, "fill": load_fill, "end": os.getloadavg()},
         "peak_hibernating": peak,
         "all_hibernating_at_once": peak >= count,
         "status_at_fill": at_fill,
@@ -325,6 +373,10 @@ async def _waiting(state_dir: str, count: int, sleep_ms: int, tenants: int) -> d
         "lateness": summarize(list(probe.lateness_ms.values())),
         "engine_due_to_running_ms": stats["due_to_running_ms"],
         "hot_path_counts": hot,
+        "store_commits": engine.store.commits,
+        "claim_batches": {"batches": engine.claims.batches, "claims": engine.claims.claims},
+        "pool": {k: v for k, v in pool.items() if isinstance(v, int | float)},
+        "host_cpu_seconds_by_thread": by_thread,
     }
 
 
@@ -394,9 +446,21 @@ def recovery(count: int, sleep_ms: int = 1000, tenants: int = TENANTS) -> dict[s
     return out
 
 
-def waiting(count: int, sleep_s: float, tenants: int = TENANTS) -> dict[str, Any]:
+def waiting(
+    count: int, sleep_s: float, tenants: int = TENANTS, max_sandboxes: int = 8
+) -> dict[str, Any]:
+    """Section d in a fresh process; `max_sandboxes` above the default 8 shows what the pool's
+    scale-outs cost (5 tenants x 3 sandboxes for wake-ups do not fit in 8: they evict each
+    other's idle sandboxes)."""
     with tempfile.TemporaryDirectory(prefix="wf-waiting-") as d:
-        args = ("--count", str(count), "--sleep-ms", str(round(sleep_s * 1000)))
+        args = (
+            "--count",
+            str(count),
+            "--sleep-ms",
+            str(round(sleep_s * 1000)),
+            "--max-sandboxes",
+            str(max_sandboxes),
+        )
         with _child(
             "--child-waiting", d, *args, "--tenants", str(tenants), timeout=TIMEOUT_S + sleep_s
         ) as (proc, out):
@@ -453,6 +517,9 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
     rate = dyn.get(f"0_steps_{c}_at_once_{TENANTS}_tenants", {}).get("per_second") or 200.0
     sleep_s = max(20.0, 1.5 * n["waiting"] / rate + 5.0)
     _section(dyn, "waiting", waiting, n["waiting"], sleep_s)
+    # the same with room for every tenant's wake-up sandboxes (5 x 3 + 2 spares + fetch): the
+    # difference is what the pool's scale-outs cost, not the engine
+    _section(dyn, "waiting_20_sandboxes", waiting, n["waiting"], sleep_s, TENANTS, 20)
     return {"dynworkers": dyn, "dbos": ref}
 
 
@@ -522,12 +589,20 @@ def table(report: dict[str, Any], c: int) -> str:
         ),
         ("  of which start", dr.get("launch_seconds"), rr.get("launch_seconds"), " s"),
     ]
-    if "lateness" in w:
+    for key in ("waiting", "waiting_20_sandboxes"):
+        w = dyn.get(key, {})
+        if "lateness" not in w:
+            continue
+        label = f"{w['count']:,} waiting, max_sandboxes {w.get('max_sandboxes', 8)}"
         rows += [
-            (f"{w['count']:,} waiting: host RSS", w["host_rss_hibernating"] / 2**20, None, " MiB"),
+            (f"{label}: host RSS", w["host_rss_hibernating"] / 2**20, None, " MiB"),
             ("  host bytes per instance", w["host_bytes_per_instance"], None, " B"),
+            ("  first wake-ups", w.get("first_wake_ups_per_second"), None, "/s"),
+            ("  due wake-ups", w.get("due_wake_ups_per_second"), None, "/s"),
             ("  wake lateness p50", w["lateness"]["p50_ms"], None, " ms"),
             ("  wake lateness p99", w["lateness"]["p99_ms"], None, " ms"),
+            ("  host CPU per first wake-up", w.get("host_cpu_us_per_first_wake_up"), None, " us"),
+            ("  host CPU per due wake-up", w.get("host_cpu_us_per_due_wake_up"), None, " us"),
         ]
     head = ["| measure | dynworkers | DBOS | dynworkers / DBOS |", "|---|---|---|---|"]
     return "\n".join(head + [_row(*row) for row in rows])
@@ -543,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--child-{child}", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--sleep-ms", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--tenants", type=int, default=TENANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--max-sandboxes", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_recovery_phase1:
         d, count = args.child_recovery_phase1, args.count
@@ -550,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.child_recovery_phase2:
         print(json.dumps(asyncio.run(_recovery_phase2(args.child_recovery_phase2, args.count))))
     elif args.child_waiting:
-        body = _waiting(args.child_waiting, args.count, args.sleep_ms, args.tenants)
+        body = _waiting(
+            args.child_waiting, args.count, args.sleep_ms, args.tenants, args.max_sandboxes
+        )
         print(json.dumps(asyncio.run(body)))
     else:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run every cleanup on SIGTERM

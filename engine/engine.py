@@ -31,6 +31,7 @@ import msgspec
 
 from dynworkers.engine import history, rules
 from dynworkers.engine.children import Children
+from dynworkers.engine.claims import ClaimBatcher
 from dynworkers.engine.errors import EngineClosed, InvalidInput, InvalidTransition, UnknownWorkflow
 from dynworkers.engine.hosts import HostLease, new_host_id
 from dynworkers.engine.hotpath import HotPath
@@ -120,6 +121,8 @@ class Engine:
             poll_interval=poll_interval,
         )
         self.children = Children(self.store, self.scheduler, self.clock)
+        #: wake-ups' claims, one store transaction per loop turn's worth
+        self.claims = ClaimBatcher(self.store, self.host, self.clock)
         #: finished instances are purged this many seconds after they ended (None: kept)
         self.retention = Retention(self.store, self.clock, retention)
         self._sessions: dict[str, StepSession] = {}  # the running wake-ups, by instance
@@ -175,6 +178,7 @@ class Engine:
         if self in _running:
             _running.remove(self)
         await self.scheduler.close()
+        await self.claims.close()
         await self.lease.close()
         await self.retention.close()
         if self._flusher is not None:

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable
 
 from dynworkers.engine.errors import InvalidTransition
-from dynworkers.engine.postgres_rows import INSTANCE_FIELDS, Connection
+from dynworkers.engine.postgres_rows import INSTANCE_FIELDS, STEP_FIELDS, Connection
 from dynworkers.engine.postgres_schema import connect
-from dynworkers.engine.store import HostRecord, InstanceNotFound, InstanceRecord
+from dynworkers.engine.store import HostRecord, InstanceNotFound, InstanceRecord, StepRecord
 
 log = logging.getLogger("dynworkers.postgres")
 
@@ -90,6 +90,32 @@ async def claim(
     if row is None:
         raise InstanceNotFound(f"no workflow instance {instance_id!r}")
     return InstanceRecord(*row), False
+
+
+async def claim_batch(
+    db: Connection, instance_ids: list[str], host: str, now: float
+) -> list[tuple[InstanceRecord | None, bool, list[StepRecord]]]:
+    """`claim` for each, with the steps of those claimed, in one transaction. The rows are
+    locked in id order, so two hosts claiming overlapping batches never wait on each other in
+    a cycle."""
+    found: list[tuple[InstanceRecord | None, bool, list[StepRecord]]] = [(None, False, [])] * len(
+        instance_ids
+    )
+    for index in sorted(range(len(instance_ids)), key=instance_ids.__getitem__):
+        instance_id = instance_ids[index]
+        try:
+            record, claimed = await claim(db, instance_id, host, now)
+        except InstanceNotFound:
+            continue
+        steps: list[StepRecord] = []
+        if claimed:
+            cursor = await db.execute(
+                f"SELECT {STEP_FIELDS} FROM steps WHERE instance_id=%s ORDER BY position",
+                (instance_id,),
+            )
+            steps = [StepRecord(*row) for row in await cursor.fetchall()]
+        found[index] = (record, claimed, steps)
+    return found
 
 
 async def claimable(

@@ -24,6 +24,7 @@ from dynworkers.engine.postgres_db import Database
 from dynworkers.engine.postgres_rows import Connection
 from dynworkers.engine.postgres_schema import ENGINE_MIGRATIONS
 from dynworkers.engine.store import (
+    Claim,
     EventRecord,
     HistoryRecord,
     HistoryRow,
@@ -366,6 +367,11 @@ class PostgresStore(Store):
 
     async def claim(self, instance_id: str, host: str, now: float) -> tuple[InstanceRecord, bool]:
         return await self.db.write("claim", lambda db: hosts.claim(db, instance_id, host, now))
+
+    async def claim_batch(self, instance_ids: list[str], host: str, now: float) -> list[Claim]:
+        return await self.db.write(
+            "claim_batch", lambda db: hosts.claim_batch(db, instance_ids, host, now)
+        )
 
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         return await self.db.write("claimable", lambda db: hosts.claimable(db, host, now, limit))

@@ -7,7 +7,13 @@ round-robin, one instance per turn, so one tenant's ten thousand instances do no
 another's one. At most `max_running` wake-ups run at once.
 
 The clock is injectable: tests move a `ManualClock` forward instead of waiting. The timer heap
-uses lazy deletion: a stale entry (the instance was rescheduled or cancelled) is skipped.
+uses lazy deletion: a stale entry (the instance was rescheduled or cancelled) is skipped. One
+task waits for the earliest timer (a new earlier one cuts its wait short); when it wakes, every
+timer due by then is made ready in wake_at order in that one loop turn, so the wake-ups it
+starts together are claimed in one store transaction (engine.claims).
+
+Memory per hibernating instance: a heap entry and a dict entry (about 135 bytes) besides its id;
+tenant keys are interned, so fifty thousand instances of five tenants hold five tenant strings.
 
 A wake-up that raises is logged and dropped; the store still holds the instance, so the next
 restart (or the next event) brings it back.
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -95,7 +102,7 @@ class Scheduler:
 
     def ready(self, instance_id: str, tenant: str | None, due: float | None = None) -> None:
         """Run the instance as soon as its tenant's turn and a slot come."""
-        key = tenant or ""
+        key = sys.intern(tenant) if tenant else ""
         self._wake_at.pop(instance_id, None)
         if instance_id in self.running:
             self._again[instance_id] = key
@@ -116,7 +123,7 @@ class Scheduler:
             return
         self._queued.pop(instance_id, None)
         self._wake_at[instance_id] = wake_at
-        heapq.heappush(self._timers, (wake_at, instance_id, tenant or ""))
+        heapq.heappush(self._timers, (wake_at, instance_id, sys.intern(tenant) if tenant else ""))
         if self._timers[0][1] == instance_id:
             self._kick.set()  # a new earliest timer
 

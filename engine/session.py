@@ -21,6 +21,7 @@ not commit is an attempt that did not finish: it runs again (at least once).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,8 @@ class StepSession(Binding):
         self.in_flight: tuple[int, str, int, int, dict[str, Any]] | None = None
         #: the status and wake time this wake-up already recorded durably, if it suspended
         self.suspended: tuple[str, float | None] | None = None
+        #: a sleep's write, started as the sandbox was told to suspend: `flush` awaits it
+        self._deferred: asyncio.Task[None] | None = None
         self.recorded = 0  # steps recorded in this wake-up
         self.due_ms = 0.0  # from due to running, for the hot paths
         self._began = 0.0  # perf_counter at the attempt's `begin`, when someone observes steps
@@ -131,6 +134,10 @@ class StepSession(Binding):
     async def call(
         self, tenant_id: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
+        if self._deferred is not None:  # a call after a sleep (its suspension was caught)
+            await self.flush()
+            if self.store_failure is not None:
+                return _stopped(method, self.engine.clock.now())
         if not self.current():
             raise StaleSession(f"instance {self.id!r} was terminated, restarted or deleted")
         handler = getattr(self, f"_{method}")
@@ -144,6 +151,21 @@ class StepSession(Binding):
         except StoreError as exc:
             self.store_failure = exc
             return _stopped(method, self.engine.clock.now())
+
+    async def flush(self) -> None:
+        """Wait for the deferred write of a sleep; a fenced or failed one is this wake-up's
+        outcome, as it would have been had the call waited for it."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        try:
+            await deferred
+        except (StaleGeneration, InstanceNotFound):
+            self.stale = True  # the call has returned: nothing to abort
+            self.suspended = None
+        except StoreError as exc:
+            self.store_failure = exc
+            self.suspended = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -344,7 +366,14 @@ class StepSession(Binding):
             await self._write(replace(step, status="complete"))
             return None
         entry = history.row(now, "sleep", name=name, count=occurrence + 1, until=wake_at)
-        await self._suspend(replace(step, wake_at=wake_at), self._waiting(wake_at), [entry])
+        # The sandbox can do nothing but suspend now, so it is told at once and its sandbox is
+        # free for the next wake-up while the sleep commits; the wake-up ends only once the
+        # write is durable (`flush`). A crash before the commit leaves the instance as it was
+        # before this call: it runs again from the top and sleeps then.
+        fields = self._waiting(wake_at)
+        write = self._write(replace(step, wake_at=wake_at), [entry], **fields)
+        self._deferred = asyncio.get_running_loop().create_task(write)
+        self.suspended = (fields["status"], fields["wake_at"])
         return int(wake_at * 1000)
 
     async def _wait(

@@ -154,3 +154,26 @@ def take_event(db: sqlite3.Connection, instance_id: str, type: str) -> EventReco
         return None
     db.execute("DELETE FROM events WHERE instance_id=? AND seq=?", (instance_id, row[1]))
     return EventRecord(*row)
+
+
+def claim_one(
+    db: sqlite3.Connection, instance_id: str, host: str, now: float
+) -> tuple[InstanceRecord | None, bool, list[StepRecord]]:
+    """One entry of a batch claim: the record (None: no such instance), whether `host` claimed
+    it, and its steps when it did (read in the claim's transaction, so they are the ones the
+    claimed generation sees)."""
+    # one statement: the check and the claim cannot be split by another claim
+    row = db.execute(
+        f"UPDATE instances SET owner = :host, generation = generation + 1 "
+        f"WHERE id = :id AND {RUNNABLE} AND {UNOWNED} RETURNING {INSTANCE_FIELDS}",
+        {"host": host, "now": now, "id": instance_id},
+    ).fetchone()
+    if row is None:
+        row = db.execute(
+            f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+        ).fetchone()
+        return (None if row is None else instance_record(row)), False, []
+    steps = db.execute(
+        f"SELECT {STEP_FIELDS} FROM steps WHERE instance_id=? ORDER BY position", (instance_id,)
+    ).fetchall()
+    return instance_record(row), True, [StepRecord(*step) for step in steps]

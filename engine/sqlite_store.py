@@ -36,6 +36,7 @@ from dynworkers.engine.sqlite_rows import (
     append_history,
     check_fields,
     check_generation,
+    claim_one,
     insert_event,
     instance_record,
     next_generation,
@@ -45,6 +46,7 @@ from dynworkers.engine.sqlite_rows import (
 )
 from dynworkers.engine.sqlite_schema import MIGRATIONS
 from dynworkers.engine.store import (
+    Claim,
     EventRecord,
     HistoryRecord,
     HistoryRow,
@@ -442,6 +444,12 @@ class SQLiteStore(Store):
             if row is None:
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             return instance_record(row), False
+
+        return await self._do(operation)
+
+    async def claim_batch(self, instance_ids: list[str], host: str, now: float) -> list[Claim]:
+        def operation(db: sqlite3.Connection) -> list[Claim]:
+            return [claim_one(db, instance_id, host, now) for instance_id in instance_ids]
 
         return await self._do(operation)
 

@@ -132,6 +132,11 @@ class EventRecord:
     timestamp: float
 
 
+#: what `Store.claim_batch` gives per instance: its record (None: no such instance), whether
+#: this host claimed it, and its steps (only when claimed)
+Claim = tuple[InstanceRecord | None, bool, list[StepRecord]]
+
+
 class Store(abc.ABC):
     """What the engine needs from durable storage."""
 
@@ -265,6 +270,21 @@ class Store(abc.ABC):
         a host whose lease lapsed. A claim moves the generation on (fencing out any wake-up of
         a host that lost its lease). Return the record (claimed or not) and whether it was
         claimed; `InstanceNotFound` if there is none."""
+
+    async def claim_batch(self, instance_ids: list[str], host: str, now: float) -> list[Claim]:
+        """`claim` for many instances at once, each with its steps when it was claimed: one
+        transaction where the backend can (the scheduler starts many wake-ups in one loop
+        turn: due timers, a burst of creates). A missing instance's entry is `(None, False,
+        [])`; a backend failure fails the whole batch. This default claims one by one."""
+        out: list[Claim] = []
+        for instance_id in instance_ids:
+            try:
+                record, claimed = await self.claim(instance_id, host, now)
+            except InstanceNotFound:
+                out.append((None, False, []))
+                continue
+            out.append((record, claimed, await self.steps(instance_id) if claimed else []))
+        return out
 
     @abc.abstractmethod
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:

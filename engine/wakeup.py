@@ -7,7 +7,10 @@ a worker thread for a host-side `WorkflowEntrypoint` subclass.
 How a wake-up ends:
 - the workflow returned: the instance is complete with its output;
 - it suspended (retry delay, sleep, wait, pause): the step session already recorded that, and
-  the instance goes on the timer heap;
+  the instance goes on the timer heap. A sleep's write is the one exception to "recorded before
+  the sandbox hears": the sandbox is told to suspend at once and serves the next wake-up while
+  the sleep commits, and this wake-up ends once it is durable (`StepSession.flush`); a crash in
+  between leaves the instance as it was before the sleep, to run again from the top;
 - `run()` raised (or replay found a determinism error): errored, with `name` and `message`;
 - the sandbox died or passed its deadline during a step attempt: that attempt failed (a retry
   is scheduled, or the step fails for good); outside any step: the wake-up runs again, and
@@ -73,9 +76,10 @@ async def _wake_up_settled(engine: Engine, instance_id: str, due: float) -> None
 
 
 async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
-    store = engine.store
     now = engine.clock.now()
-    record, claimed = await store.claim(instance_id, engine.host, now)
+    record, claimed, steps = await engine.claims.claim(instance_id)  # batched with others
+    if record is None:  # the batcher raises InstanceNotFound instead; for the type checker
+        raise InstanceNotFound(f"no workflow instance {instance_id!r}")
     if not claimed:
         if record.status == "waiting" and record.wake_at is not None and record.wake_at > now:
             engine.scheduler.at(instance_id, record.tenant, record.wake_at)  # woken early
@@ -87,7 +91,7 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
     if workflow is None:
         await engine.park(record)  # runs when the host registers the workflow
         return
-    session = StepSession(engine, record, await store.steps(instance_id))
+    session = StepSession(engine, record, steps)
     session.due_ms = max(0.0, now - due) * 1000
     local = rules.local_id(record.id, record.tenant)
     event = {
@@ -98,7 +102,10 @@ async def _wake_up(engine: Engine, instance_id: str, due: float) -> None:
     }
     with engine.running_session(session):
         try:
-            outcome = await _run(engine, workflow.entrypoint, event, session, record)
+            try:
+                outcome = await _run(engine, workflow.entrypoint, event, session, record)
+            finally:
+                await session.flush()  # a sleep's write, deferred until the sandbox let go
         except (SupervisorClosed, EngineClosed, StaleSession):
             return  # shutting down, or fenced: the store holds what happened
         except PoolBusy:

@@ -40,6 +40,10 @@ from dynworkers.runtime.sandbox_table import SandboxTable
 from dynworkers.runtime.tenant_sandboxes import REQUEST, TenantSandboxes
 from dynworkers.runtime.zygote_client import ZygoteClient
 
+#: Seconds a sandbox must have sat idle before another tenant's scale-out may evict it; a
+#: tenant with no sandbox at all may evict any idle one (least recently used first).
+SCALE_OUT_EVICTS_IDLE_S = 1.0
+
 
 class _GaveUp(Exception):
     """A queued call's deadline passed before a sandbox came free."""
@@ -139,10 +143,15 @@ class Pool(SandboxTable):
                 return handle, False
 
     def _room_for_one(self) -> bool:
-        """Whether a cold start would find a free slot, or an idle sandbox to evict for one."""
+        """Whether another sandbox for a tenant that has one (a scale-out) would find a free
+        slot, or an idle sandbox to evict that has sat idle `SCALE_OUT_EVICTS_IDLE_S` (the one
+        `_make_room` takes). A sandbox between two calls is not taken: when several busy
+        tenants fill the pool, each would otherwise evict the others' sandboxes the moment
+        they are released, and every call would become a cold start."""
         if len(self.lru) + self.reserved < self.max_sandboxes:
             return True
-        return any(handle.users == 0 for handle in self.lru.values())
+        victim = next((h for h in self.lru.values() if h.users == 0), None)
+        return victim is not None and time.monotonic() - victim.last_used >= SCALE_OUT_EVICTS_IDLE_S
 
     async def _queue(
         self, group: TenantSandboxes, kind: int, deadline: float

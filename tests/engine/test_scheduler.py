@@ -468,3 +468,15 @@ def test_close_cancels_running_wake_ups_and_stops_timers_and_new_work() -> None:
         assert sorted(runner.order) == ["x", "y"]
 
     asyncio.run(main())
+
+
+def test_hibernating_instances_of_one_tenant_share_one_tenant_string() -> None:
+    async def body(scheduler: Scheduler, runner: Runner, clock: ManualClock) -> None:
+        start = clock.now()
+        for n in range(100):
+            tenant = "".join(["ac", "me"])  # a fresh string each time, as each store row's is
+            scheduler.at(f"i{n}", tenant, start + 10 + n)
+        keys = {id(entry[2]) for entry in scheduler._timers}
+        assert len(keys) == 1 and scheduler.waiting == 100
+
+    scheduled(body)

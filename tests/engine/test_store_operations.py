@@ -566,6 +566,50 @@ def test_a_claim_is_held_by_one_live_host_and_moves_the_generation_on(tmp_path: 
     run_with_store(tmp_path, body)
 
 
+def test_a_batch_claim_claims_each_runnable_one_with_its_steps_in_the_order_asked(
+    tmp_path: Path,
+) -> None:
+    async def body(store: Store) -> None:
+        await store.register_host("a", "", 1.0, 100.0)
+        await store.register_host("b", "", 1.0, 100.0)
+        await store.create_instances(
+            [
+                instance("queued"),
+                instance("due", status="waiting", wake_at=5.0),
+                instance("later", status="waiting", wake_at=50.0),
+                instance("paused", status="paused"),
+                instance("done", status="complete"),
+                instance("taken"),
+            ]
+        )
+        await store.put_step(step("due", 0, kind="sleep", name="nap"))
+        await store.put_step(step("due", 1, status="running"))
+        assert (await store.claim("taken", "b", 10.0))[1]
+        asked = ["taken", "later", "due", "missing", "queued", "paused", "done"]
+        claims = await store.claim_batch(asked, "a", 10.0)
+        assert len(claims) == len(asked)
+        by_id = dict(zip(asked, claims, strict=True))
+        got = {i: (r.status if r else None, claimed) for i, (r, claimed, _) in by_id.items()}
+        assert got == {
+            "taken": ("queued", False),  # b is alive and holds it
+            "later": ("waiting", False),  # not due yet
+            "due": ("waiting", True),
+            "missing": (None, False),
+            "queued": ("queued", True),
+            "paused": ("paused", False),
+            "done": ("complete", False),
+        }
+        assert [s.position for s in by_id["due"][2]] == [0, 1]  # its steps, in order
+        assert by_id["queued"][2] == [] and by_id["later"][2] == []
+        due = by_id["due"][0]
+        assert due is not None and (due.owner, due.generation) == ("a", 1)
+        # the claim holds: b cannot take it, and a write of the claimed generation goes through
+        assert (await store.claim_batch(["due"], "b", 10.0))[0][1] is False
+        await store.record(None, "due", generation=1, status="complete", owner=None)
+
+    run_with_store(tmp_path, body)
+
+
 def test_claimable_lists_due_instances_that_no_live_host_owns_oldest_first(tmp_path: Path) -> None:
     async def body(store: Store) -> None:
         await store.register_host("live", "", 1.0, 100.0)

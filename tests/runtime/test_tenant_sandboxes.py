@@ -452,3 +452,29 @@ def test_a_call_that_waits_its_whole_deadline_in_the_queue_does_not_run(
             assert "acme" not in sup.stats()["tenants"]  # nothing left of it
 
     asyncio.run(main())
+
+
+def test_a_scale_out_never_evicts_a_sandbox_that_was_just_released(
+    config: Callable[..., Any],
+) -> None:
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(max_sandboxes=3, max_sandboxes_per_tenant=3)) as sup:
+            a, c = await holder(sup, "a"), await holder(sup, "c")
+            assert await a.ping() == "pong" and await c.ping() == "pong"  # both idle now
+            b = await holder(sup, "b")
+            first = hold(b, "first")
+            await Gate.running("first")  # the pool is full: a and c idle, b busy
+            second = hold(b, "second")  # b may grow, but only by evicting a or c
+            await eventually(lambda: tenant_stats(sup, "b")["queued"] == 1, HANG, "b queues")
+            assert evictions(sup, "capacity") == 0
+            assert len(sup.sandbox_pids("b")) == 1
+            Gate.open("first")
+            Gate.open("second")
+            assert await first == "first" and await second == "second"
+            assert sup.sandbox_pid("a") is not None and sup.sandbox_pid("c") is not None
+            d = await holder(sup, "d")  # a tenant with none still takes the LRU idle one
+            assert await d.ping() == "pong"
+            assert evictions(sup, "capacity") == 1 and sup.sandbox_pid("a") is None
+
+    asyncio.run(main())
