@@ -443,7 +443,9 @@ class SQLiteStore(Store):
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             return instance_record(row), False
 
-        return await self._do(operation)
+        # not durable on its own (engine.sqlite_db): one process owns the file, so a claim only
+        # matters while it lives, and the wake-up's first durable write makes it durable too
+        return await self.db.write(operation, durable=False)
 
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
