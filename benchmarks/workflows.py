@@ -15,7 +15,9 @@ a. workflows/s and per-workflow latency (p50/p99, create to durable completion),
    workflows. A tenant's wake-ups run one at a time in its one sandbox, so dynworkers' 50-at-once
    rows are taken with one tenant and with five (client i uses tenant i % 5).
 b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us (and the
-   same from the p50s, which fsync outliers on a shared disk move less). The sequential rows run
+   same from the p50s, which fsync outliers on a shared disk move less), and the same for the CPU
+   each row used per workflow (host process, and zygote plus sandboxes), which a busy machine
+   moves less than wall time. The sequential rows run
    again at durability "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not
    a power loss; `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
 c. recovery: a child creates N instances (over 5 tenants) that run one step then `step.sleep`
@@ -228,10 +230,12 @@ async def throughput(
                 for i in indices:
                     latencies.append(await _one(engine, probe, names[i % tenants], steps))
 
+            commits0, cpu0, sandboxes0 = engine.store.commits, time.process_time(), _cpu()
             t0 = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(concurrency)))
             elapsed = time.perf_counter() - t0
-            commits = engine.store.commits
+            cpu, sandboxes = time.process_time() - cpu0, _cpu() - sandboxes0
+            commits = engine.store.commits - commits0
     summary = summarize(latencies)
     return {
         "steps": steps,
@@ -245,8 +249,23 @@ async def throughput(
         "p99_ms": summary["p99_ms"],
         "latency": summary,
         "store_commits": commits,
+        "commits_per_workflow": commits / count,
+        # CPU seconds of the timed part: the host process (all its threads), and the zygote
+        # and sandboxes (psutil, clock ticks: coarse for short rows)
+        "host_cpu_us_per_workflow": cpu * 1e6 / count,
+        "sandbox_cpu_us_per_workflow": sandboxes * 1e6 / count,
         "durability": durability,
     }
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process's children (zygote, sandboxes)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _query(state_dir: str, sql: str) -> list[tuple[Any, ...]]:
@@ -446,6 +465,10 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
             if "mean_ms" in wf0 and "mean_ms" in wf3:
                 side[f"per_step_us{suffix}"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
                 side[f"per_step_us_from_p50{suffix}"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
+                for part in ("host", "sandbox"):
+                    key = f"{part}_cpu_us_per_workflow"
+                    if key in wf3 and key in wf0:
+                        side[f"per_step_{part}_cpu_us{suffix}"] = (wf3[key] - wf0[key]) / 3
     # long enough that the slower side has every instance asleep before the first one wakes
     sleep_s = max(1.0, n["recovery"] / 50)
     _section(dyn, "recovery", recovery, n["recovery"], round(sleep_s * 1000))
@@ -512,6 +535,20 @@ def table(report: dict[str, Any], c: int) -> str:
             "per-step overhead, durability process (from p50s)",
             dyn.get("per_step_us_from_p50_process"),
             ref.get("per_step_us_from_p50_process"),
+            " us",
+        ),
+        ("per-step host CPU", dyn.get("per_step_host_cpu_us"), None, " us"),
+        ("per-step sandbox CPU", dyn.get("per_step_sandbox_cpu_us"), None, " us"),
+        (
+            "per-step host CPU, durability process",
+            dyn.get("per_step_host_cpu_us_process"),
+            None,
+            " us",
+        ),
+        (
+            "per-step sandbox CPU, durability process",
+            dyn.get("per_step_sandbox_cpu_us_process"),
+            None,
             " us",
         ),
         (
