@@ -200,31 +200,27 @@ class SQLiteDatabase:
             if lazy:  # no fsync of its own; no checkpoint in an unsynced commit
                 db.execute("PRAGMA synchronous=OFF")
                 db.execute("PRAGMA wal_autocheckpoint=0")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if len(batch) == 1:  # alone: its failure rolls the transaction back
-                    operation, future, _ = batch[0]
-                    try:
-                        outcomes.append((future, True, operation(db)))
-                    except Exception:
-                        db.execute("ROLLBACK")
-                        raise
-                else:
-                    for operation, future, _ in batch:
-                        outcomes.append(_in_savepoint(db, operation, future))
-                db.execute("COMMIT")
-                self.commits += 1
-            finally:
-                if lazy:
-                    db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
-                    db.execute("PRAGMA wal_autocheckpoint=1000")
+            db.execute("BEGIN IMMEDIATE")
+            if len(batch) == 1:  # alone: its failure rolls the transaction back (below)
+                operation, future, _ = batch[0]
+                outcomes.append((future, True, operation(db)))
+            else:
+                for operation, future, _ in batch:
+                    outcomes.append(_in_savepoint(db, operation, future))
+            db.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             failure = StoreError(f"{'write' if len(batch) == 1 else 'commit'} failed: {exc}")
             outcomes = [(future, False, failure) for _, future, _ in batch]
         except Exception as exc:  # the single operation raised
             outcomes = [(batch[0][1], False, exc)]
+        finally:  # whatever happened, the connection is left outside any transaction
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # (the next BEGIN reports a broken one)
+                    db.execute("ROLLBACK")
+            if lazy:  # an in-memory setting: it does not fail outside a transaction
+                db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
+                db.execute("PRAGMA wal_autocheckpoint=1000")
         return outcomes
 
     def _flush(self) -> None:
