@@ -15,11 +15,10 @@ a. workflows/s and per-workflow latency (p50/p99, create to durable completion),
    workflows. A tenant's wake-ups run one at a time in its one sandbox, so dynworkers' 50-at-once
    rows are taken with one tenant and with five (client i uses tenant i % 5).
 b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us (and the
-   same from the p50s, which fsync outliers on a shared disk move less), and the same for the CPU
-   each row used per workflow (host process, and zygote plus sandboxes), which a busy machine
-   moves less than wall time. The sequential rows run
-   again at durability "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not
-   a power loss; `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
+   same from the p50s, which fsync outliers on a shared disk move less, and from each row's CPU
+   per workflow: host process; zygote and sandboxes). The sequential rows run again at durability
+   "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not a power loss;
+   `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
 c. recovery: a child creates N instances (over 5 tenants) that run one step then `step.sleep`
    ~1 s (N / 250 s when longer, so that all hibernate before the first wakes; same on both
    sides), waits until all are "waiting" and is SIGKILLed. Once every wake time has passed, a
@@ -63,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from dynworkers.benchmarks import dbos_baseline as dbos
-from dynworkers.benchmarks.common import summarize
+from dynworkers.benchmarks.common import children_cpu_seconds, summarize
 
 if TYPE_CHECKING:
     from dynworkers.engine import Engine
@@ -230,11 +229,12 @@ async def throughput(
                 for i in indices:
                     latencies.append(await _one(engine, probe, names[i % tenants], steps))
 
-            commits0, cpu0, sandboxes0 = engine.store.commits, time.process_time(), _cpu()
+            commits0, cpu0 = engine.store.commits, time.process_time()
+            sandboxes0 = children_cpu_seconds()
             t0 = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(concurrency)))
             elapsed = time.perf_counter() - t0
-            cpu, sandboxes = time.process_time() - cpu0, _cpu() - sandboxes0
+            cpu, sandboxes = time.process_time() - cpu0, children_cpu_seconds() - sandboxes0
             commits = engine.store.commits - commits0
     summary = summarize(latencies)
     return {
@@ -250,22 +250,11 @@ async def throughput(
         "latency": summary,
         "store_commits": commits,
         "commits_per_workflow": commits / count,
-        # CPU seconds of the timed part: the host process (all its threads), and the zygote
-        # and sandboxes (psutil, clock ticks: coarse for short rows)
+        # CPU of the timed part: host process (all threads); zygote and sandboxes (clock ticks)
         "host_cpu_us_per_workflow": cpu * 1e6 / count,
         "sandbox_cpu_us_per_workflow": sandboxes * 1e6 / count,
         "durability": durability,
     }
-
-
-def _cpu() -> float:
-    """CPU seconds used so far by this process's children (zygote, sandboxes)."""
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            times = child.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def _query(state_dir: str, sql: str) -> list[tuple[Any, ...]]:
@@ -516,6 +505,10 @@ def table(report: dict[str, Any], c: int) -> str:
         ]:
             label = f"{steps} steps, sequential, durability process{suffix}"
             rows.append((label, d.get(field), r.get(field), unit))
+    for suffix, label in (("", ""), ("_process", ", durability process")):
+        for part in ("host", "sandbox"):
+            cpu = dyn.get(f"per_step_{part}_cpu_us{suffix}")
+            rows.append((f"per-step {part} CPU{label}", cpu, None, " us"))
     dr, rr, w = dyn.get("recovery", {}), ref.get("recovery", {}), dyn.get("waiting", {})
     rows += [
         ("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"),
@@ -535,20 +528,6 @@ def table(report: dict[str, Any], c: int) -> str:
             "per-step overhead, durability process (from p50s)",
             dyn.get("per_step_us_from_p50_process"),
             ref.get("per_step_us_from_p50_process"),
-            " us",
-        ),
-        ("per-step host CPU", dyn.get("per_step_host_cpu_us"), None, " us"),
-        ("per-step sandbox CPU", dyn.get("per_step_sandbox_cpu_us"), None, " us"),
-        (
-            "per-step host CPU, durability process",
-            dyn.get("per_step_host_cpu_us_process"),
-            None,
-            " us",
-        ),
-        (
-            "per-step sandbox CPU, durability process",
-            dyn.get("per_step_sandbox_cpu_us_process"),
-            None,
             " us",
         ),
         (
