@@ -67,3 +67,17 @@ def git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds used so far by this process's live descendants (a zygote, its sandboxes)."""
+    import psutil  # here, not at the top: the rest of this module is the standard library alone
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue  # ended meanwhile
+        total += times.user + times.system
+    return total

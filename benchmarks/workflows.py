@@ -15,9 +15,10 @@ a. workflows/s and per-workflow latency (p50/p99, create to durable completion),
    workflows. A tenant's wake-ups run one at a time in its one sandbox, so dynworkers' 50-at-once
    rows are taken with one tenant and with five (client i uses tenant i % 5).
 b. per-step overhead = (mean 3-step - mean 0-step) / 3 of the sequential rows, in us (and the
-   same from the p50s, which fsync outliers on a shared disk move less). The sequential rows run
-   again at durability "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not
-   a power loss; `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
+   same from the p50s, which fsync outliers on a shared disk move less, and from each row's CPU
+   per workflow: host process; zygote and sandboxes). The sequential rows run again at durability
+   "process" (SQLite synchronous=NORMAL: survives kill -9 of the host, not a power loss;
+   `Engine(durability="process")`; DBOS: the same PRAGMA on its connections).
 c. recovery: a child creates N instances (over 5 tenants) that run one step then `step.sleep`
    ~1 s (N / 250 s when longer, so that all hibernate before the first wakes; same on both
    sides), waits until all are "waiting" and is SIGKILLed. Once every wake time has passed, a
@@ -69,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from dynworkers.benchmarks import dbos_baseline as dbos
-from dynworkers.benchmarks.common import summarize
+from dynworkers.benchmarks.common import children_cpu_seconds, summarize
 
 if TYPE_CHECKING:
     from dynworkers.engine import Engine
@@ -236,10 +237,13 @@ async def throughput(
                 for i in indices:
                     latencies.append(await _one(engine, probe, names[i % tenants], steps))
 
+            commits0, cpu0 = engine.store.commits, time.process_time()
+            sandboxes0 = children_cpu_seconds()
             t0 = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(concurrency)))
             elapsed = time.perf_counter() - t0
-            commits = engine.store.commits
+            cpu, sandboxes = time.process_time() - cpu0, children_cpu_seconds() - sandboxes0
+            commits = engine.store.commits - commits0
     summary = summarize(latencies)
     return {
         "steps": steps,
@@ -253,6 +257,10 @@ async def throughput(
         "p99_ms": summary["p99_ms"],
         "latency": summary,
         "store_commits": commits,
+        "commits_per_workflow": commits / count,
+        # CPU of the timed part: host process (all threads); zygote and sandboxes (clock ticks)
+        "host_cpu_us_per_workflow": cpu * 1e6 / count,
+        "sandbox_cpu_us_per_workflow": sandboxes * 1e6 / count,
         "durability": durability,
     }
 
@@ -510,6 +518,10 @@ def run_all(n: dict[str, int]) -> dict[str, Any]:
             if "mean_ms" in wf0 and "mean_ms" in wf3:
                 side[f"per_step_us{suffix}"] = (wf3["mean_ms"] - wf0["mean_ms"]) * 1000 / 3
                 side[f"per_step_us_from_p50{suffix}"] = (wf3["p50_ms"] - wf0["p50_ms"]) * 1000 / 3
+                for part in ("host", "sandbox"):
+                    key = f"{part}_cpu_us_per_workflow"
+                    if key in wf3 and key in wf0:
+                        side[f"per_step_{part}_cpu_us{suffix}"] = (wf3[key] - wf0[key]) / 3
     # long enough that the slower side has every instance asleep before the first one wakes
     sleep_s = max(1.0, n["recovery"] / 50)
     _section(dyn, "recovery", recovery, n["recovery"], round(sleep_s * 1000))
@@ -560,6 +572,10 @@ def table(report: dict[str, Any], c: int) -> str:
         ]:
             label = f"{steps} steps, sequential, durability process{suffix}"
             rows.append((label, d.get(field), r.get(field), unit))
+    for suffix, label in (("", ""), ("_process", ", durability process")):
+        for part in ("host", "sandbox"):
+            cpu = dyn.get(f"per_step_{part}_cpu_us{suffix}")
+            rows.append((f"per-step {part} CPU{label}", cpu, None, " us"))
     dr, rr, w = dyn.get("recovery", {}), ref.get("recovery", {}), dyn.get("waiting", {})
     rows += [
         ("per-step overhead", dyn.get("per_step_us"), ref.get("per_step_us"), " us"),

@@ -15,6 +15,16 @@ free position (the order of first execution, which `restart(from_step=...)` uses
 
 Only `do` steps count toward the step limit; sleeps and waits do not.
 
+A step attempt is announced to the host (`begin`: its timeout becomes the call's deadline, and a
+sandbox lost during it counts against its retries) before its body runs; the outcome follows as
+one call whose answer is durable. A first attempt of a body that ran in under the host's
+`fold_ms` (handover) last time in this process, whose timeout is no shorter than the run's
+deadline, sends its begin with its outcome instead: one message a step instead of two. Meanwhile
+the run's deadline holds, which is never later than the step's. Should such a body hang or kill
+its sandbox after all, the host sees a loss outside any step and wakes the instance again with
+folding off (engine.session), so every begin is announced: the attempt may run once more than
+its retries say (an attempt in flight runs at least once); a recorded step never runs again.
+
 Both styles of `run`: a plain `def run` gets plain values from the step methods; an `async def
 run` (Cloudflare's style) gets awaitables (`await step.do(...)`, `await step.sleep(...)`), and a
 step body may itself be `async def`. Step calls still execute one at a time, in call order.
@@ -27,6 +37,7 @@ is decided by what the step object recorded, and every later step call raises it
 from __future__ import annotations
 
 import datetime as _datetime
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -57,6 +68,11 @@ class Transport(Protocol):
 
 #: the event type by which a finished child reaches its parent's `wait_for_child`
 CHILD_EVENT = "__child__:"
+#: Step bodies (name and code) that ran in under the host's `fold_ms` last time in this process:
+#: their next first attempt sends its `begin` with its outcome (see `Step._may_fold`). Per
+#: process: a sandbox that dies mid-body takes this with it.
+MAX_QUICK = 1024
+_QUICK: set[tuple[str, Any]] = set()
 
 
 class Unwind(BaseException):
@@ -200,6 +216,11 @@ class Step:
         #: terminate(rollback=True): replay up to the first step without a result, then undo
         self._unwinding = bool(handover.get("rollback"))
         self._in_rollback = False
+        #: the host's deadline for the run between steps (ms), given when it lets a quick
+        #: step's `begin` travel with its outcome (0: it does not, e.g. with tracing on)
+        deadline, fold = handover.get("run_deadline_ms"), handover.get("fold_ms")
+        self._run_deadline_ms = deadline if isinstance(deadline, int) and deadline > 0 else 0
+        self._fold_ms = fold if isinstance(fold, int) and fold > 0 else 0
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
@@ -320,8 +341,13 @@ class Step:
                 raise self._suspend("retry", record[6])
         else:
             frozen = rules.step_config(config)
-        self._transport.notify("begin", position, name, occurrence, attempts + 1, frozen)
+        begin = (position, name, occurrence, attempts + 1, frozen)
+        quick = (name, getattr(fn, "__code__", None))
+        folded = self._may_fold(quick, attempts, frozen)
+        if not folded:
+            self._transport.notify("begin", *begin)
         self._in_step = True
+        started = time.perf_counter()
         try:
             ctx = StepContext(attempts + 1, name, occurrence + 1, frozen)
             value = call_body(fn, args or [], ctx)
@@ -335,6 +361,9 @@ class Step:
                     "bytes, int, float, bool, None)"
                 ) from None
         except Exception as exc:
+            _QUICK.discard(quick)
+            if folded:  # the host learns of the attempt before its outcome, as always
+                self._transport.notify("begin", *begin)
             attempts += 1
             error = {"name": type(exc).__name__, "message": _message(exc)}
             final = isinstance(exc, NonRetryableError) or attempts > frozen["retries"]["limit"]
@@ -348,8 +377,35 @@ class Step:
             raise self._suspend("retry", wake) from None
         finally:
             self._in_step = False
-        self._control(self._transport.call("complete", position, "do", name, occurrence, payload))
+        took_ms = (time.perf_counter() - started) * 1000
+        if took_ms < self._fold_ms:
+            if len(_QUICK) >= MAX_QUICK:
+                _QUICK.clear()  # bounded: a workflow may name its steps without end
+            _QUICK.add(quick)
+        else:
+            _QUICK.discard(quick)
+        if folded:  # the begin travels with the outcome: one message for the step
+            answer = self._transport.call(
+                "complete", position, "do", name, occurrence, payload, attempts + 1, frozen, took_ms
+            )
+        else:
+            answer = self._transport.call("complete", position, "do", name, occurrence, payload)
+        self._control(answer)
         return value
+
+    def _may_fold(self, quick: tuple[str, Any], attempts: int, frozen: dict[str, Any]) -> bool:
+        """Whether this attempt's `begin` may travel with its outcome instead of before it: the
+        host allows it, it is a first attempt, its body ran in under `fold_ms` the last time in
+        this process, and its timeout is no shorter than the run's own deadline (so the host's
+        deadline for the run, which holds meanwhile, is never later than the step's)."""
+        return (
+            self._run_deadline_ms > 0
+            and self._fold_ms > 0
+            and attempts == 0
+            and quick[1] is not None
+            and quick in _QUICK
+            and frozen["timeout"] >= self._run_deadline_ms
+        )
 
     # --- rollbacks -------------------------------------------------------------------------------
 

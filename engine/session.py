@@ -5,7 +5,10 @@ the grant's handover) and serves the step object's calls: `begin` (a notificatio
 attempt started; its timeout becomes the call's deadline), `complete`, `fail`, `retry`, `sleep`
 and `wait`. Each write is one store transaction and is durable before the answer leaves, so a
 step's result is recorded before tenant code sees it. The time from an attempt's `begin` to its
-outcome (complete, failed, retry) goes to `engine.step_observers`, when there are any.
+outcome (complete, failed, retry) goes to `engine.step_observers`, when there are any. A quick
+step sends its begin with its `complete` (attempt, config, the body's duration; see
+engine.replay): one message and one commit a step. The handover allows it (`run_deadline_ms`)
+unless tracing is on or the instance's last wake-up lost its sandbox outside any known step.
 
 A session is fenced by the instance's generation, in memory and in the store: after `terminate`,
 `restart` or `delete` (on this host or another), its calls fail and write nothing, and the call
@@ -46,6 +49,11 @@ if TYPE_CHECKING:
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
+
+
+#: A step body that ran in under this many ms sends its next first attempt's `begin` with its
+#: outcome (engine.replay): the begin's cost matters only beside a body about as short as it.
+FOLD_MS = 5
 
 
 class StaleSession(Exception):
@@ -107,11 +115,16 @@ class StepSession(Binding):
                     s.position,
                 ]
             )
+        # a quick step may send its begin with its outcome (engine.replay), unless spans want
+        # each attempt's start, or the last wake-up lost its sandbox outside any known step
+        fold = not tracing.ENABLED and not self.engine.losses.get(self.id)
         return {
             "history": history,
             "now": int(self.engine.clock.now() * 1000),
             "max_steps": self.engine.max_steps,
             "rollback": self.rolling_back,
+            "run_deadline_ms": int(self.engine.run_deadline * 1000) if fold else 0,
+            "fold_ms": FOLD_MS if fold else 0,
         }
 
     def before_run(self, worker: Any) -> None:
@@ -288,13 +301,36 @@ class StepSession(Binding):
         if self._control is not None:
             self._control.set_deadline(frozen["timeout"] / 1000)
 
+    def _folded_begin(self, step: StepRecord, attempt: Any, config: Any, took_ms: Any) -> None:
+        """What `begin` would have set, for an attempt that ran `took_ms` before its outcome."""
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise ValueError(f"step attempt {attempt!r} is not valid")
+        if isinstance(took_ms, bool) or not isinstance(took_ms, int | float) or took_ms < 0:
+            raise ValueError(f"step duration {took_ms!r} is not valid")
+        frozen = rules.step_config(config)
+        self.in_flight = (step.position, step.name, step.occurrence, attempt, frozen)
+        seconds = min(float(took_ms), frozen["timeout"]) / 1000
+        self._attempt_start = self.engine.clock.now() - seconds
+        if self.engine.step_observers:
+            self._began = time.perf_counter() - seconds
+
     async def _complete(
-        self, position: int, kind: str, name: str, occurrence: int, payload: bytes
+        self,
+        position: int,
+        kind: str,
+        name: str,
+        occurrence: int,
+        payload: bytes,
+        attempt: Any = None,
+        config: Any = None,
+        took_ms: Any = None,
     ) -> str:
         if kind != "do" or not isinstance(payload, bytes):
             raise TypeError("complete(position, 'do', name, occurrence, result bytes)")
         rules.check_size(payload, f"the result of step {name!r}")
         step = self._step(position, kind, name, occurrence)
+        if attempt is not None:  # a quick step's begin, folded into its outcome
+            self._folded_begin(step, attempt, config, took_ms)
         attempts = self.in_flight[3] if self.in_flight else 1
         self._attempt_ended("complete")
         entry = self._attempt_row(step, "complete", size=len(payload))

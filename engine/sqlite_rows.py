@@ -78,13 +78,14 @@ def update(db: sqlite3.Connection, instance_id: str, fields: dict[str, object]) 
 
 
 def append_history(db: sqlite3.Connection, instance_id: str, rows: list[HistoryRow]) -> None:
-    (seq,) = db.execute(
-        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id=?", (instance_id,)
-    ).fetchone()
-    db.executemany(
-        "INSERT INTO history (instance_id, seq, at, kind, detail) VALUES (?,?,?,?,?)",
-        [(instance_id, seq + n, at, kind, detail) for n, (at, kind, detail) in enumerate(rows, 1)],
-    )
+    # one statement a row: the next seq is read and used by the insert itself (primary key
+    # (instance_id, seq): MAX is the last entry of that instance's index range)
+    for at, kind, detail in rows:
+        db.execute(
+            "INSERT INTO history (instance_id, seq, at, kind, detail) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM history WHERE instance_id=?",
+            (instance_id, at, kind, detail, instance_id),
+        )
 
 
 def check_generation(db: sqlite3.Connection, instance_id: str, generation: int) -> str:
@@ -93,11 +94,15 @@ def check_generation(db: sqlite3.Connection, instance_id: str, generation: int) 
         "SELECT generation, status FROM instances WHERE id=?", (instance_id,)
     ).fetchone()
     if row is None or row[0] != generation:
-        raise StaleGeneration(
-            f"instance {instance_id!r} was terminated, restarted, deleted or taken over since "
-            "this wake-up began; nothing was written"
-        )
+        raise _stale(instance_id)
     return str(row[1])
+
+
+def _stale(instance_id: str) -> StaleGeneration:
+    return StaleGeneration(
+        f"instance {instance_id!r} was terminated, restarted, deleted or taken over since "
+        "this wake-up began; nothing was written"
+    )
 
 
 def next_generation(db: sqlite3.Connection, instance_id: str) -> int:
@@ -113,21 +118,39 @@ def next_generation(db: sqlite3.Connection, instance_id: str) -> int:
 
 def put_step(db: sqlite3.Connection, step: StepRecord) -> None:
     # REPLACE: a pending step (retrying, sleeping, waiting) is overwritten by its next state
-    db.execute(
-        f"INSERT OR REPLACE INTO steps ({STEP_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            step.instance_id,
-            step.position,
-            step.kind,
-            step.name,
-            step.occurrence,
-            step.status,
-            step.result,
-            step.error,
-            step.attempts,
-            step.config,
-            step.wake_at,
-        ),
+    db.execute(f"INSERT OR REPLACE INTO steps ({STEP_FIELDS}) VALUES ({_STEP_VALUES})", _step(step))
+
+
+def put_step_fenced(
+    db: sqlite3.Connection, step: StepRecord, instance_id: str, generation: int
+) -> None:
+    """`put_step` if instance `instance_id` still has `generation`, in one statement; else
+    `StaleGeneration` and nothing written (a missing instance has no generation)."""
+    cursor = db.execute(
+        f"INSERT OR REPLACE INTO steps ({STEP_FIELDS}) SELECT {_STEP_VALUES} "
+        "WHERE EXISTS (SELECT 1 FROM instances WHERE id=? AND generation=?)",
+        (*_step(step), instance_id, generation),
+    )
+    if cursor.rowcount == 0:
+        raise _stale(instance_id)
+
+
+_STEP_VALUES = "?,?,?,?,?,?,?,?,?,?,?"
+
+
+def _step(step: StepRecord) -> tuple[object, ...]:
+    return (
+        step.instance_id,
+        step.position,
+        step.kind,
+        step.name,
+        step.occurrence,
+        step.status,
+        step.result,
+        step.error,
+        step.attempts,
+        step.config,
+        step.wake_at,
     )
 
 

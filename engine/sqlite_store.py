@@ -41,6 +41,7 @@ from dynworkers.engine.sqlite_rows import (
     instance_record,
     next_generation,
     put_step,
+    put_step_fenced,
     take_event,
     update,
 )
@@ -214,13 +215,17 @@ class SQLiteStore(Store):
         check_fields(fields)
 
         def operation(db: sqlite3.Connection) -> None:
-            values = fields
-            if generation is not None:
-                values = settle_pause(check_generation(db, instance_id, generation), fields)
-            if values:
-                update(db, instance_id, values)
-            if step is not None:
-                put_step(db, step)
+            if step is not None and generation is not None and not fields:
+                # a step of a running wake-up: the fence and the write are one statement
+                put_step_fenced(db, step, instance_id, generation)
+            else:
+                values = fields
+                if generation is not None:
+                    values = settle_pause(check_generation(db, instance_id, generation), fields)
+                if values:
+                    update(db, instance_id, values)
+                if step is not None:
+                    put_step(db, step)
             if history:
                 append_history(db, instance_id, history)
 
@@ -445,7 +450,9 @@ class SQLiteStore(Store):
                 raise InstanceNotFound(f"no workflow instance {instance_id!r}")
             return instance_record(row), False
 
-        return await self._do(operation)
+        # not durable on its own (engine.sqlite_db): one process owns the file, so a claim only
+        # matters while it lives, and the wake-up's first durable write makes it durable too
+        return await self.db.write(operation, durable=False)
 
     async def claim_batch(self, instance_ids: list[str], host: str, now: float) -> list[Claim]:
         def operation(db: sqlite3.Connection) -> list[Claim]:

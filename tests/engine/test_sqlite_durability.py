@@ -11,7 +11,7 @@ import pytest
 
 from dynworkers.engine import Engine
 from dynworkers.engine.sqlite_store import SQLiteStore
-from dynworkers.engine.store import StoreError, open_store
+from dynworkers.engine.store import InstanceNotFound, StaleGeneration, StoreError, open_store
 from dynworkers.runtime.daemon.config import ConfigError, DaemonConfig
 from tests.engine.test_store_contract import record
 
@@ -68,5 +68,83 @@ def test_reads_are_answered_while_the_writer_is_busy(tmp_path: Path) -> None:
         finally:
             release.set()
             await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_claim_commits_without_a_sync_of_its_own_and_still_fences(tmp_path: Path) -> None:
+    """durability full: a claim's transaction runs with synchronous=OFF (no fsync; one process
+    owns the file, and the next durable commit's fsync covers it), every other write with FULL,
+    and the generation the claim moved on still refuses the wake-up it replaced."""
+
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "engine.db")
+        await store.open()
+        statements: list[str] = []
+        try:
+            await store._do(lambda db: db.set_trace_callback(statements.append))
+            await store.create_instances([record("a")])
+            first, claimed = await store.claim("a", "host", 10.0)
+            assert claimed and first.generation == 1
+            await store.record(None, "a", generation=1, status="waiting", wake_at=5.0, owner=None)
+            again, claimed = await store.claim("a", "host", 10.0)
+            assert claimed and again.generation == 2
+            with pytest.raises(StaleGeneration):  # the first wake-up is fenced out
+                await store.record(None, "a", generation=1, status="complete")
+            await store.record(None, "a", generation=2, status="complete", owner=None)
+        finally:
+            await store.close()
+        synchronous, transactions = "FULL", []  # each: [its synchronous, its statements...]
+        for statement in statements:
+            if statement.startswith("PRAGMA synchronous="):
+                synchronous = statement.removeprefix("PRAGMA synchronous=")
+            elif statement == "BEGIN IMMEDIATE":
+                transactions.append([synchronous])
+            elif transactions:
+                transactions[-1].append(statement)
+        claims = [t for t in transactions if any("owner = 'host', generation" in s for s in t)]
+        assert len(claims) == 2 and len(transactions) == 6
+        assert [t[0] for t in transactions if t not in claims] == ["FULL"] * 4
+        assert [t[0] for t in claims] == ["OFF", "OFF"]
+        assert synchronous == "FULL"  # restored after each claim
+        reopened = SQLiteStore(tmp_path / "engine.db")
+        await reopened.open()
+        try:
+            got = await reopened.get_instance("a")
+            assert (got.status, got.generation) == ("complete", 2)
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())
+
+
+def test_durability_process_commits_on_the_loop_one_transaction_per_turn(tmp_path: Path) -> None:
+    """durability process: no thread hop per write; writes submitted in one loop turn share a
+    commit, and one that fails fails alone."""
+
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "engine.db", "process")
+        await store.open()
+        try:
+            loop_thread = threading.get_ident()
+            ran_in = await store._do(lambda db: threading.get_ident())
+            assert ran_in == loop_thread
+            before = store.commits
+            results = await asyncio.gather(
+                *(store.create_instances([record(f"i{n}")]) for n in range(50)),
+                store.update_instance("missing", status="running"),
+                return_exceptions=True,
+            )
+            assert store.commits - before == 1
+            assert isinstance(results[-1], InstanceNotFound)
+            assert len(await store.list_instances(limit=100)) == 50
+        finally:
+            await store.close()
+        reopened = SQLiteStore(tmp_path / "engine.db", "process")
+        await reopened.open()
+        try:
+            assert len(await reopened.list_instances(limit=100)) == 50
+        finally:
+            await reopened.close()
 
     asyncio.run(main())

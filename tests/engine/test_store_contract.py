@@ -1,6 +1,7 @@
 """The store contract: every backend must pass these, SQLite and PostgreSQL (a real server).
 
-Each test that goes through `run_with_store` runs once per backend (`[sqlite]`, `[postgresql]`).
+Each test that goes through `run_with_store` runs once per backend (`[sqlite]`, `[sqlite-process]`:
+SQLite at durability "process", whose commits run on the event loop, and `[postgresql]`).
 The tests in `SQLITE_ONLY` build a `SQLiteStore` themselves and hold what is SQLite's by nature;
 their PostgreSQL counterparts are in tests/engine/test_postgres_store.py.
 """
@@ -41,12 +42,13 @@ SQLITE_ONLY = {
     "test_a_migrated_database_opens_again_without_migrating_twice": "SQLite's own migration",
 }
 _url: list[str] = []  # the backend URL of the test running now
+_durability: list[str] = []  # and its durability
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         only_sqlite = metafunc.function.__name__ in SQLITE_ONLY
-        names = ["sqlite"] if only_sqlite else ["sqlite", "postgresql"]
+        names = ["sqlite"] if only_sqlite else ["sqlite", "sqlite-process", "postgresql"]
         metafunc.parametrize("backend", names, indirect=True)
 
 
@@ -57,8 +59,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         url = f"sqlite:///{tmp_path}/engine.db"
     _url[:] = [url]
+    _durability[:] = ["process" if request.param == "sqlite-process" else "full"]
     yield request.param
     _url.clear()
+    _durability.clear()
 
 
 def backends(tmp_path: Path) -> list[str]:
@@ -72,7 +76,7 @@ def run_with_store(tmp_path: Path, body: Callable[[Store], Awaitable[Any]]) -> N
 
     async def main() -> None:
         for url in backends(tmp_path):
-            store = open_store(url)
+            store = open_store(url, *_durability)
             await store.open()
             try:
                 await body(store)

@@ -207,6 +207,30 @@ def test_fenced_writes_with_an_old_generation_write_nothing(tmp_path: Path) -> N
     run_with_store(tmp_path, body)
 
 
+def test_a_step_alone_with_an_old_generation_writes_neither_step_nor_history(
+    tmp_path: Path,
+) -> None:
+    """A running wake-up's step (no instance fields): SQLite fences it inside the step's own
+    insert; it must refuse exactly as the two-statement form did."""
+
+    async def body(store: Store) -> None:
+        await store.create_instances([instance("a")])
+        row = (1.0, "attempt", b"\x80")
+        await store.record(step("a", 0), "a", generation=0, history=[row])
+        await store.record(step("a", 0, attempts=2), "a", generation=0, history=[row, row])
+        assert [(s.position, s.attempts) for s in await store.steps("a")] == [(0, 2)]
+        assert [h.seq for h in await store.history("a")] == [1, 2, 3]
+        await store.fence("a", status="terminated")
+        with pytest.raises(StaleGeneration):
+            await store.record(step("a", 1), "a", generation=0, history=[row])
+        await store.delete_instance("a")
+        with pytest.raises(StaleGeneration):  # no instance: no generation to match
+            await store.record(step("a", 1), "a", generation=0, history=[row])
+        assert await store.steps("a") == [] and await store.history("a") == []
+
+    run_with_store(tmp_path, body)
+
+
 def test_wait_for_event_whose_encode_fails_keeps_the_event_and_writes_no_step(
     tmp_path: Path,
 ) -> None:
