@@ -458,7 +458,7 @@ class SQLiteStore(Store):
         def operation(db: sqlite3.Connection) -> list[Claim]:
             return [claim_one(db, instance_id, host, now) for instance_id in instance_ids]
 
-        return await self._do(operation)
+        return await self.db.write(operation, durable=False)  # as claim: see its comment
 
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
