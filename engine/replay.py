@@ -221,6 +221,8 @@ class Step:
         deadline, fold = handover.get("run_deadline_ms"), handover.get("fold_ms")
         self._run_deadline_ms = deadline if isinstance(deadline, int) and deadline > 0 else 0
         self._fold_ms = fold if isinstance(fold, int) and fold > 0 else 0
+        #: a sleep announced in the run's outcome instead of by a call (when folding is on)
+        self._folded_sleep: list[Any] | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
@@ -480,7 +482,13 @@ class Step:
             if record[2] == "complete" or record[6] <= self._now_ms:
                 return
             raise self._suspend("sleep", record[6])
-        wake = self._transport.call("sleep", position, name, occurrence, delay_ms, until_ms)
+        args = (position, name, occurrence, delay_ms, until_ms)
+        if self._fold_ms and (until_ms is None or until_ms > self._now_ms):
+            # nothing can follow a sleep in this run: it travels in the run's outcome, and the
+            # host records it there (one message fewer; see `run_workflow`)
+            self._folded_sleep = list(args)
+            raise self._suspend("sleep")
+        wake = self._transport.call("sleep", *args)
         if wake is not None:
             raise self._suspend("sleep", wake)
 
@@ -519,7 +527,8 @@ def run_workflow(
 ) -> dict[str, Any]:
     """One wake-up of an instance; the outcome as plain data for the engine.
 
-    `{"s": "complete", "output": bytes}` or `{"s": "suspend", "why": ..., "wake": ms}`; an
+    `{"s": "complete", "output": bytes}` or `{"s": "suspend", "why": ..., "wake": ms}` (with
+    `"sleep": [the sleep call's arguments]` when a sleep was folded into the outcome); an
     exception from `run()` (or a determinism error) propagates to the caller, which reports it
     as the instance's error.
     """
@@ -538,14 +547,14 @@ def run_workflow(
             failure = exc  # run() failed: the instance errors (after its rollbacks)
     halt = step._halt
     if isinstance(halt, Suspend):
-        return {"s": "suspend", "why": halt.why, "wake": halt.wake_ms, "type": halt.event_type}
+        return _suspended(step, halt)
     if isinstance(halt, Unwind) or (failure is not None and step._rollbacks):
         try:
             rolled_back = step._roll_back()
         except Suspend:  # a rollback waits for its retry: the next wake-up goes on with it
             suspended = step._halt
             assert isinstance(suspended, Suspend)
-            return {"s": "suspend", "why": suspended.why, "wake": suspended.wake_ms}
+            return _suspended(step, suspended)
         if isinstance(halt, Unwind):
             return {"s": "terminated", "rolled_back": rolled_back}
     elif halt is not None:
@@ -556,3 +565,15 @@ def run_workflow(
         raise failure
     payload = rules.check_size(_encode(output), "the workflow's output")
     return {"s": "complete", "output": payload}
+
+
+def _suspended(step: Step, halt: Suspend) -> dict[str, Any]:
+    outcome: dict[str, Any] = {
+        "s": "suspend",
+        "why": halt.why,
+        "wake": halt.wake_ms,
+        "type": halt.event_type,
+    }
+    if step._folded_sleep is not None:  # the host records it: [position, name, occurrence,
+        outcome["sleep"] = step._folded_sleep  # delay_ms, until_ms], as a `sleep` call's args
+    return outcome
