@@ -228,7 +228,7 @@ async def _outcome(
         return
     if session.suspended is not None:
         status, wake_at = session.suspended
-    else:  # woken before its retry was due: hibernate again until then
+    else:  # woken before its retry was due, or a folded sleep already over: hibernate until then
         wake = outcome.get("wake")
         wake_at = wake / 1000 if isinstance(wake, int) else None
         status = "paused" if engine.pause_wanted(instance_id) or why == "pause" else "waiting"
@@ -251,7 +251,9 @@ async def _record_folded_sleep(
 ) -> bool:
     """Record a sleep that travelled in the run's outcome (engine.replay folds a sleep when the
     handover allows it), exactly as its `sleep` call would have; False when that settled the
-    wake-up (a bad outcome, or a sleep already over: the instance runs on at once)."""
+    wake-up (a bad outcome). A sleep already over by the host's clock is recorded complete and
+    leaves `session.suspended` unset: the caller then writes the instance runnable at once (or
+    paused, when a pause was asked for meanwhile), as for a run woken before its time."""
     if not isinstance(folded, list) or len(folded) != 5:
         await _settle(engine, session, {"name": "ProtocolError", "message": "bad folded sleep"})
         return False
@@ -265,9 +267,6 @@ async def _record_folded_sleep(
         raise session.store_failure
     if session.stale:
         raise StaleSession(f"instance {record.id!r} was terminated, restarted or deleted")
-    if session.suspended is None:  # the sleep was already over: recorded complete
-        engine.scheduler.ready(record.id, record.tenant)
-        return False
     return True
 
 

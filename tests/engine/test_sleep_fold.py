@@ -121,3 +121,38 @@ def test_a_folded_sleep_is_recorded_with_its_history_and_the_instance_wakes_afte
             assert folded == [instance]  # the second wake-up replayed the sleep: no new one
 
     asyncio.run(main())
+
+
+def test_a_folded_sleep_already_over_runs_on_and_a_pause_asked_meanwhile_is_settled(
+    config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zero sleep is recorded complete and the instance runs on at once; a pause that arrives
+    after the run's last answer and before its folded sleep is recorded leaves it paused (not
+    stuck waiting for a pause that no wake-up would settle)."""
+    record = wakeup._record_folded_sleep
+    pause_first: set[str] = set()
+
+    async def pausing(engine: Any, session: Any, instance: Any, args: Any) -> bool:
+        if instance.id in pause_first:
+            await engine.pause(instance.id)
+        return await record(engine, session, instance, args)
+
+    monkeypatch.setattr(wakeup, "_record_folded_sleep", pausing)
+    monkeypatch.setattr(session_module, "FOLD_MS", 60_000)
+
+    async def main() -> None:
+        async with Harness(config(), clock=ManualClock()) as h:
+            h.deploy("acme", NAPPER)
+            envelope = {"__dispatcherMetadata": {"tenant_id": "acme"}, "params": {"ms": 0}}
+            (zero,) = await h.engine.create(h.workflow.name, [("zero", envelope)], tenant="acme")
+            assert (await h.wait_for(zero, "complete"))["output"] == 2
+            pause_first.add("acme/paused")
+            (paused,) = await h.engine.create(
+                h.workflow.name, [("paused", envelope)], tenant="acme"
+            )
+            await h.wait_for(paused, "paused")
+            pause_first.clear()
+            await h.engine.resume(paused)
+            assert (await h.wait_for(paused, "complete"))["output"] == 2
+
+    asyncio.run(main())
