@@ -130,7 +130,12 @@ class Pool(SandboxTable):
         while True:
             if group.may_grow(kind) and (not group.sandboxes or self._room_for_one()):
                 return await self._start(group, worker, deadline, kind), True
-            handle = await self._queue(group, kind, deadline)
+            recheck = self._recheck_scale_out(group, kind)
+            try:
+                handle = await self._queue(group, kind, deadline)
+            finally:
+                if recheck is not None:
+                    recheck.cancel()
             if handle is None:
                 if self.closed:
                     raise SupervisorClosed("the supervisor is closed")
@@ -152,6 +157,18 @@ class Pool(SandboxTable):
             return True
         victim = next((h for h in self.lru.values() if h.users == 0), None)
         return victim is not None and time.monotonic() - victim.last_used >= SCALE_OUT_EVICTS_IDLE_S
+
+    def _recheck_scale_out(self, group: TenantSandboxes, kind: int) -> asyncio.TimerHandle | None:
+        """When a scale-out waits only for an idle sandbox to become old enough to evict, wake
+        the tenant's queue at that moment (nothing else would: that sandbox is not the
+        tenant's, and sitting idle ends no call)."""
+        if not group.may_grow(kind) or not group.sandboxes:
+            return None
+        victim = next((h for h in self.lru.values() if h.users == 0), None)
+        if victim is None:
+            return None
+        wait = victim.last_used + SCALE_OUT_EVICTS_IDLE_S - time.monotonic()
+        return asyncio.get_running_loop().call_later(max(0.0, wait), group.wake_queue)
 
     async def _queue(
         self, group: TenantSandboxes, kind: int, deadline: float

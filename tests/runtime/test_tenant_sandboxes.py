@@ -478,3 +478,31 @@ def test_a_scale_out_never_evicts_a_sandbox_that_was_just_released(
             assert evictions(sup, "capacity") == 1 and sup.sandbox_pid("a") is None
 
     asyncio.run(main())
+
+
+def test_a_queued_scale_out_starts_once_an_idle_sandbox_is_old_enough_to_evict(
+    config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule above delays a scale-out, never turns it into a wait for the tenant's own slow
+    call: the queued call is looked at again when another tenant's idle sandbox passes the age."""
+    from dynworkers.runtime import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SCALE_OUT_EVICTS_IDLE_S", 0.3)
+
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(max_sandboxes=3, max_sandboxes_per_tenant=3)) as sup:
+            a, c = await holder(sup, "a"), await holder(sup, "c")
+            assert await a.ping() == "pong" and await c.ping() == "pong"
+            b = await holder(sup, "b")
+            first = hold(b, "first")
+            await Gate.running("first")  # the pool is full: a and c idle, b busy
+            second = hold(b, "second")
+            await Gate.running("second")  # while "first" still holds b's first sandbox
+            assert len(sup.sandbox_pids("b")) == 2
+            assert evictions(sup, "capacity") == 1
+            Gate.open("first")
+            Gate.open("second")
+            assert await first == "first" and await second == "second"
+
+    asyncio.run(main())
