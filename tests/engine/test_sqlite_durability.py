@@ -148,3 +148,30 @@ def test_durability_process_commits_on_the_loop_one_transaction_per_turn(tmp_pat
             await reopened.close()
 
     asyncio.run(main())
+
+
+def test_durability_process_keeps_the_log_from_growing_under_back_to_back_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite starts its log over only at a write that begins once every frame was copied; the
+    loop commits back to back, so a checkpointer thread alone never got there (the log grew by
+    every commit). The log stays within a few triggers' worth of frames."""
+    from dynworkers.engine import sqlite_db
+
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_EVERY", 50)
+    commits, row = 3_000, "x" * 200
+
+    async def main() -> int:
+        db = sqlite_db.SQLiteDatabase(tmp_path / "log.db", "process")
+        await db.open()
+        try:
+            await db.write(lambda c: c.execute("CREATE TABLE t (i INTEGER, s TEXT)"))
+            for i in range(commits):
+                await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?, ?)", (i, row)))
+            return (tmp_path / "log.db-wal").stat().st_size
+        finally:
+            await db.close()
+
+    size = asyncio.run(main())
+    page = 4096
+    assert size < 4 * 50 * 2 * page, f"{size} bytes of log after {commits} commits"
