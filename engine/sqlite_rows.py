@@ -181,22 +181,34 @@ def take_event(db: sqlite3.Connection, instance_id: str, type: str) -> EventReco
 
 def claim_one(
     db: sqlite3.Connection, instance_id: str, host: str, now: float
-) -> tuple[InstanceRecord | None, bool, list[StepRecord]]:
-    """One entry of a batch claim: the record (None: no such instance), whether `host` claimed
-    it, and its steps when it did (read in the claim's transaction, so they are the ones the
-    claimed generation sees)."""
+) -> tuple[InstanceRecord | None, bool]:
+    """One entry of a batch claim: the record (None: no such instance) and whether `host`
+    claimed it. Its steps are read after the claim commits (`steps_of`, on the reader), so
+    that a claim's transaction stays short however many steps an instance holds."""
     # one statement: the check and the claim cannot be split by another claim
     row = db.execute(
         f"UPDATE instances SET owner = :host, generation = generation + 1 "
         f"WHERE id = :id AND {RUNNABLE} AND {UNOWNED} RETURNING {INSTANCE_FIELDS}",
         {"host": host, "now": now, "id": instance_id},
     ).fetchone()
-    if row is None:
-        row = db.execute(
-            f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
-        ).fetchone()
-        return (None if row is None else instance_record(row)), False, []
-    steps = db.execute(
-        f"SELECT {STEP_FIELDS} FROM steps WHERE instance_id=? ORDER BY position", (instance_id,)
-    ).fetchall()
-    return instance_record(row), True, [StepRecord(*step) for step in steps]
+    if row is not None:
+        return instance_record(row), True
+    row = db.execute(
+        f"SELECT {INSTANCE_FIELDS} FROM instances WHERE id=?", (instance_id,)
+    ).fetchone()
+    return (None if row is None else instance_record(row)), False
+
+
+def steps_of(db: sqlite3.Connection, instance_ids: list[str]) -> dict[str, list[StepRecord]]:
+    """The steps of each instance, in position order, in one read."""
+    found: dict[str, list[StepRecord]] = {instance_id: [] for instance_id in instance_ids}
+    for start in range(0, len(instance_ids), 500):  # within SQLite's bound on parameters
+        chunk = instance_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(
+            f"SELECT {STEP_FIELDS} FROM steps WHERE instance_id IN ({marks}) "
+            "ORDER BY instance_id, position",
+            chunk,
+        ):
+            found[row[0]].append(StepRecord(*row))
+    return found

@@ -42,6 +42,7 @@ from dynworkers.engine.sqlite_rows import (
     next_generation,
     put_step,
     put_step_fenced,
+    steps_of,
     take_event,
     update,
 )
@@ -455,10 +456,18 @@ class SQLiteStore(Store):
         return await self.db.write(operation, durable=False)
 
     async def claim_batch(self, instance_ids: list[str], host: str, now: float) -> list[Claim]:
-        def operation(db: sqlite3.Connection) -> list[Claim]:
+        def operation(db: sqlite3.Connection) -> list[tuple[InstanceRecord | None, bool]]:
             return [claim_one(db, instance_id, host, now) for instance_id in instance_ids]
 
-        return await self.db.write(operation, durable=False)  # as claim: see its comment
+        # as claim: see its comment. The steps are read after the claim committed, on the
+        # reader: a claim holds the writer (with durability "process", the loop) only briefly
+        claims = await self.db.write(operation, durable=False)
+        claimed = [record.id for record, won in claims if record is not None and won]
+        steps = await self._read(lambda db: steps_of(db, claimed)) if claimed else {}
+        return [
+            (record, won, steps.get(record.id, []) if record is not None and won else [])
+            for record, won in claims
+        ]
 
     async def claimable(self, host: str, now: float, limit: int) -> list[tuple[str, str | None]]:
         def operation(db: sqlite3.Connection) -> list[tuple[str, str | None]]:

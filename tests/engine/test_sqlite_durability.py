@@ -175,3 +175,34 @@ def test_durability_process_keeps_the_log_from_growing_under_back_to_back_commit
     size = asyncio.run(main())
     page = 4096
     assert size < 4 * 50 * 2 * page, f"{size} bytes of log after {commits} commits"
+
+
+def test_a_batch_claim_reads_no_steps_in_its_transaction(tmp_path: Path) -> None:
+    """With durability "process" the loop runs the writer's transactions: a claim of many large
+    instances must not read their steps there (they are read on the reader thread after)."""
+    from dynworkers.engine import StepRecord
+
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'engine.db'}", "process")
+        await store.open()
+        try:
+            assert isinstance(store, SQLiteStore)
+            await store.create_instances([record("a"), record("b")])
+            step = StepRecord("a", 0, "do", "s", 0, "complete", result=b"\x01")
+            await store.record(step, "a")
+            on_writer: list[str] = []
+            writer = store.db._db
+            assert writer is not None
+            writer.set_trace_callback(on_writer.append)
+            claims = await store.claim_batch(["a", "b", "missing"], "host", 10.0)
+            writer.set_trace_callback(None)
+            assert [(c[0] and c[0].id, c[1], [s.name for s in c[2]]) for c in claims] == [
+                ("a", True, ["s"]),
+                ("b", True, []),
+                (None, False, []),
+            ]
+            assert on_writer and not [sql for sql in on_writer if "FROM steps" in sql]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
