@@ -22,8 +22,10 @@ log = logging.getLogger("dynworkers.engine")
 
 #: seven days, Cloudflare's default for finished instances
 DEFAULT_RETENTION_S = 7 * 86_400.0
-#: instances one purge deletes in one transaction
-BATCH = 500
+#: instances one purge deletes in one transaction: small, since a store may run its
+#: transactions on the event loop (SQLite at durability "process") and an instance may hold
+#: thousands of steps; the purge goes on batch after batch, other work between
+BATCH = 20
 
 
 class Retention:
