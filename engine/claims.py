@@ -89,10 +89,12 @@ class ClaimBatcher:
             for _, future in batch:
                 future.cancel()
             raise
-        except Exception as exc:  # a StoreError: every wake-up of the batch backs off
+        except Exception as exc:  # every wake-up of the batch backs off and runs again
+            # anything but a StoreError (a backend bug) would end its wake-ups unrescheduled
+            error = exc if isinstance(exc, StoreError) else StoreError(f"claim failed: {exc!r}")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(error)
             return
         for (instance_id, future), claim in zip(batch, claims, strict=True):
             if future.done():

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from dynworkers.engine import Engine, ManualClock, StoreError, WorkflowEntrypoint
 from dynworkers.engine.claims import MAX_BATCH
 from tests.engine.harness import Harness
@@ -243,8 +245,13 @@ def test_a_terminate_while_a_sleep_write_is_in_flight_wins(tmp_path: Path) -> No
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [StoreError("database is locked (injected)"), RuntimeError("a backend bug (injected)")],
+    ids=["store-error", "any-error"],
+)
 def test_a_failed_batch_claim_backs_off_each_of_its_wake_ups_and_loses_none(
-    tmp_path: Path,
+    tmp_path: Path, fault: Exception
 ) -> None:
     clock = ManualClock()
     Napper.woke = []
@@ -257,7 +264,7 @@ def test_a_failed_batch_claim_backs_off_each_of_its_wake_ups_and_loses_none(
             async def failing_once(ids: list[str], host: str, now: float) -> Any:
                 if not failed:
                     failed.append(list(ids))
-                    raise StoreError("database is locked (injected)")
+                    raise fault
                 return await claim_batch(ids, host, now)
 
             engine.store.claim_batch = failing_once  # type: ignore[method-assign]
