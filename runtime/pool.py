@@ -139,13 +139,27 @@ class Pool(SandboxTable):
             if handle is None:
                 if self.closed:
                     raise SupervisorClosed("the supervisor is closed")
-                if not group.retired and group.tenant_id not in self.active:
-                    self.active[group.tenant_id] = group  # forgotten while this call waited
+                if not group.retired:
+                    group = self._rejoin(group)
                 handle = group.take_idle(kind)
             if handle is not None:
                 self.lru.move_to_end(handle.id)
                 self.metrics.warm += 1
                 return handle, False
+
+    def _rejoin(self, group: TenantSandboxes) -> TenantSandboxes:
+        """The tenant's set of sandboxes for a call woken from its queue. The set may have been
+        forgotten while the call waited (its last sandbox ended, and its queue was woken): it
+        is the tenant's again, unless a newer call made another set meanwhile, which the call
+        then joins (two sets would each allow the tenant's cap, and `evict` and `sandbox_pids`
+        see only the active one)."""
+        current = self.active.get(group.tenant_id)
+        if current is None:
+            self.active[group.tenant_id] = group
+            return group
+        if current is not group and current.version == group.version and group.empty:
+            return current
+        return group
 
     def _room_for_one(self) -> bool:
         """Whether another sandbox for a tenant that has one (a scale-out) would find a free

@@ -506,3 +506,50 @@ def test_a_queued_scale_out_starts_once_an_idle_sandbox_is_old_enough_to_evict(
             assert await first == "first" and await second == "second"
 
     asyncio.run(main())
+
+
+def test_a_call_woken_by_an_eviction_joins_the_tenant_s_new_sandboxes_not_a_forgotten_set(
+    config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the call of an evicted sandbox ends, the pool wakes the calls queued for the tenant
+    and forgets its emptied set of sandboxes. A call that arrives before those wake gets a new
+    set; the woken calls must join it, not start sandboxes in the forgotten set: those would be
+    past the tenant's cap, and invisible to `evict` and `sandbox_pids`. The fault injected: the
+    new call's first step is queued just before the release that wakes the others."""
+    from dynworkers.runtime.pool import Pool
+
+    async def main() -> None:
+        Gate.reset()
+        async with Supervisor(config(max_sandboxes=4, max_sandboxes_per_tenant=1)) as sup:
+            b = await holder(sup, "b")
+            tasks: dict[str, asyncio.Task[Any]] = {}
+            release = Pool.release
+
+            def release_after_a_newcomer(pool: Pool, handle: Any) -> None:
+                if not handle.alive and "third" not in tasks:
+                    tasks["third"] = hold(b, "third")
+                release(pool, handle)
+
+            monkeypatch.setattr(Pool, "release", release_after_a_newcomer)
+            first = hold(b, "first")
+            await Gate.running("first")
+            tasks["second"] = hold(b, "second")
+            await eventually(lambda: tenant_stats(sup, "b")["queued"] == 1, HANG, "b queues")
+            assert sup.evict("b")
+            with pytest.raises(Exception, match="evicted"):
+                await first
+
+            def one_running() -> bool:
+                entered = [Gate.event(Gate.entered, name).is_set() for name in tasks]
+                return any(entered)
+
+            await eventually(one_running, HANG, "a queued call runs")
+            await asyncio.sleep(0.2)  # a second, unseen sandbox would have started by now
+            live = [h for h in sup.pool.handles.values() if h.tenant_id == "b" and h.alive]
+            assert len(live) == 1, [h.id for h in live]  # the cap holds
+            assert sup.sandbox_pids("b") == [live[0].pid]  # and evict() can see it
+            Gate.open("second")
+            Gate.open("third")
+            assert {await tasks["second"], await tasks["third"]} == {"second", "third"}
+
+    asyncio.run(main())
