@@ -9,10 +9,8 @@ wait polls for a state, with a timeout that only guards against a hang.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from dynworkers.engine import EventRecord, ManualClock, StepRecord, StoreError
 from dynworkers.engine.sqlite_store import SQLiteStore
 from tests.engine.harness import Harness
+from tests.faults.support import tmpfs
 
 WAITER = """
 from workers import WorkflowEntrypoint
@@ -244,22 +243,6 @@ async def _idle(h: Harness) -> None:
 # --- a full disk: a real tmpfs -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size_kb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def _fill(directory: Path, leave_kb: int) -> Path:
     filler = directory / "filler"
     stat = os.statvfs(directory)
@@ -273,7 +256,7 @@ def test_a_full_disk_stalls_the_instance_without_erroring_it_and_it_continues_af
     config: Callable[..., Any], tmp_path: Path
 ) -> None:
     """The issue's case: an 800 KB step result on a nearly full disk."""
-    with small_tmpfs(tmp_path / "disk", 4096) as disk:
+    with tmpfs(tmp_path / "disk", "4096k") as disk:
 
         async def main() -> None:
             store = SQLiteStore(disk / "engine.db")
