@@ -1,4 +1,4 @@
-"""The connections of the SQLite store: the writer (group commit), the reader, the checkpointer.
+"""The connections of the SQLite store: the writer (group commit) and the reader.
 
 Host side: the event loop submits operations (functions of a connection) and awaits them; an
 operation runs inside its own SAVEPOINT when it shares a transaction, so one that raises is rolled
@@ -18,12 +18,12 @@ Where the writes run depends on `durability` (SQLite's `synchronous`, engine.sto
   the log covers it. WAL checkpoints never run in such a transaction (they stay synced).
 - "process" (survives kill -9 of the host, not a power loss): a commit waits for no disk, so the
   loop runs it itself, once per loop turn for every operation submitted in that turn (no thread
-  hop each way: about 100 us a step on this project's machines). The loop does not checkpoint
-  the log's bulk (a checkpoint syncs); a checkpointer thread with its own connection does, every
-  `CHECKPOINT_EVERY` commits, and half-way to the next trigger the loop copies the few frames
-  that came meanwhile, so that the log starts over (`_finish_checkpoint`; a sync on the loop
-  every `CHECKPOINT_EVERY` commits). An operation must therefore be quick: they are single
-  statements or short loops over one instance's rows.
+  hop each way: about 100 us a step on this project's machines). The loop also checkpoints the
+  log every `CHECKPOINT_EVERY` commits (about 1 ms with its syncs, measured: 5 us a commit).
+  A checkpointer thread beside the loop never let the log start over: SQLite restarts it only
+  at a write that begins once every frame is copied, and the loop commits back to back, so the
+  log grew by every commit (150 MB after 35,000 small ones). An operation must be quick: they
+  are single statements or short loops over one instance's rows.
 """
 
 from __future__ import annotations
@@ -46,19 +46,17 @@ Operation = Callable[[sqlite3.Connection], Any]
 Item = tuple[Operation, "asyncio.Future[Any]", bool]
 #: ("process") commits between two checkpoints, about 1,000 log pages as SQLite's default
 CHECKPOINT_EVERY = 200
-_CHECKPOINT = "checkpoint"
 
 
 class SQLiteDatabase:
-    """One SQLite file in use: the writer (a thread, or the loop), a reader thread, and with
-    durability "process" a checkpointer thread."""
+    """One SQLite file in use: the writer (a thread, or the loop) and a reader thread."""
 
     def __init__(self, path: str | Path, durability: str = "full") -> None:
         self.path = Path(path)
         self.durability = check_durability(durability)
-        #: "process": the loop commits; the thread only checkpoints
+        #: "process": the loop commits; the writer thread only opens the file
         self.on_loop = self.durability == "process"
-        self._queue: queue.SimpleQueue[Item | str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._reads: queue.SimpleQueue[tuple[Operation, asyncio.Future[Any]] | None] = (
             queue.SimpleQueue()
         )
@@ -119,7 +117,7 @@ class SQLiteDatabase:
         db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
         db.execute("PRAGMA foreign_keys=ON")
         if self.on_loop:
-            # the loop's commits never checkpoint (a checkpoint syncs): the checkpointer does
+            # the loop checkpoints at a count of commits it chooses (`_flush`)
             db.execute("PRAGMA wal_autocheckpoint=0")
         migrate(db)
         return db
@@ -127,22 +125,18 @@ class SQLiteDatabase:
     def _run(self, ready: asyncio.Future[sqlite3.Connection]) -> None:
         assert self._loop is not None
         try:
-            writer = db = self._connect()
-            if self.on_loop:  # hand the writer to the loop; keep a connection to checkpoint
-                db = sqlite3.connect(str(self.path), isolation_level=None)
-                db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
+            db = self._connect()
         except Exception as exc:
             error = exc
             self._loop.call_soon_threadsafe(ready.set_exception, StoreError(f"open: {error}"))
             return
-        self._loop.call_soon_threadsafe(ready.set_result, writer)
+        self._loop.call_soon_threadsafe(ready.set_result, db)
+        if self.on_loop:
+            return  # the loop owns the writer from here
         while True:
             first = self._queue.get()
             if first is None:
                 break
-            if isinstance(first, str):
-                self._checkpoint(db)
-                continue
             batch = [first]
             stop = False
             while True:
@@ -153,19 +147,12 @@ class SQLiteDatabase:
                 if item is None:
                     stop = True
                     break
-                if not isinstance(item, str):
-                    batch.append(item)
+                batch.append(item)
             for future, ok, value in self._commit(db, batch):
                 self._loop.call_soon_threadsafe(_settle, future, ok, value)
             if stop:
                 break
         db.close()
-
-    def _checkpoint(self, db: sqlite3.Connection) -> None:
-        # PASSIVE: copies what it can without waiting for (or blocking) the writer and readers;
-        # one that fails leaves the rest to the next (the log only grows meanwhile)
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read_loop(self, opened: asyncio.Future[None]) -> None:
         assert self._loop is not None
@@ -237,19 +224,7 @@ class SQLiteDatabase:
         for future, ok, value in self._commit(self._db, batch):
             _settle(future, ok, value)
         if self.commits % CHECKPOINT_EVERY == 0:
-            self._queue.put(_CHECKPOINT)
-        elif self.commits % CHECKPOINT_EVERY == CHECKPOINT_EVERY // 2:
-            self._finish_checkpoint(self._db)
-
-    def _finish_checkpoint(self, db: sqlite3.Connection) -> None:
-        """("process") Copy, on the loop, what came into the log since the checkpointer's last
-        pass, so that the next commit starts the log over. SQLite restarts the log only at a
-        write that begins once every frame is copied, and the loop commits back to back: the
-        checkpointer thread alone never finished between two commits, and the log grew by every
-        commit (150 MB after 35,000 small ones). This pass copies about half a trigger's worth
-        of frames and syncs; busy (the thread is at it) leaves it to the next trigger."""
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            _checkpoint(self._db)
 
     async def write(self, operation: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
         """Run `operation` in a write transaction; return once it committed. `durable=False`:
@@ -290,6 +265,13 @@ def _in_savepoint(
     finally:
         db.execute("RELEASE op")
     return future, True, value
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """PASSIVE: copy what it can of the log without waiting for (or blocking) the readers; one
+    that fails leaves the rest to the next."""
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
