@@ -129,7 +129,6 @@ class FrontDoor:
         access_log: bool = False,
     ) -> None:
         self.tenants = tenants
-        self._workers = tenants.supervisor.loader.workers
         self.trust_forwarded = trust_forwarded
         self.max_body_bytes = max_body_bytes
         self.domain = domain
@@ -290,7 +289,7 @@ class FrontDoor:
     ) -> web.StreamResponse:
         try:
             # the warm path: a loaded tenant's stub from the loader's cache, no coroutine for it
-            stub = self._workers.get(tenant) or await self.tenants.stub(tenant)
+            stub = self.tenants.loaded(tenant) or await self.tenants.stub(tenant)
             reply = await stub.fetch(url, method=method, headers=headers, body=body)
         except (UnknownTenant, InvalidTenant) as exc:
             return error(404, "UnknownTenant", str(exc), tenant=tenant)

@@ -192,9 +192,14 @@ class Tenants:
 
     # --- serving ---------------------------------------------------------------------------------
 
+    def loaded(self, tenant: str) -> WorkerStub | None:
+        """The tenant's stub when the loader holds it (the warm path: no checks beyond the
+        loader's own cache, and no coroutine), else None: then `stub`."""
+        return self.supervisor.loader.workers.get(tenant)
+
     async def stub(self, tenant: str) -> WorkerStub:
-        stub = self.supervisor.loader.workers.get(tenant)
-        if stub is not None:  # the warm path: no checks beyond the loader's own cache
+        stub = self.loaded(tenant)
+        if stub is not None:
             return stub
         check_tenant_id(tenant)
         if self.dispatcher is not None:
