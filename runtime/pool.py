@@ -161,6 +161,10 @@ class Pool(SandboxTable):
             return current
         return group
 
+    def _least_recently_used_idle(self) -> SandboxHandle | None:
+        """The sandbox a cold start would evict: the least recently used one not in a call."""
+        return next((h for h in self.lru.values() if h.users == 0), None)
+
     def _room_for_one(self) -> bool:
         """Whether another sandbox for a tenant that has one (a scale-out) would find a free
         slot, or an idle sandbox to evict that has sat idle `SCALE_OUT_EVICTS_IDLE_S` (the one
@@ -169,7 +173,7 @@ class Pool(SandboxTable):
         they are released, and every call would become a cold start."""
         if len(self.lru) + self.reserved < self.max_sandboxes:
             return True
-        victim = next((h for h in self.lru.values() if h.users == 0), None)
+        victim = self._least_recently_used_idle()
         return victim is not None and time.monotonic() - victim.last_used >= SCALE_OUT_EVICTS_IDLE_S
 
     def _recheck_scale_out(self, group: TenantSandboxes, kind: int) -> asyncio.TimerHandle | None:
@@ -178,7 +182,7 @@ class Pool(SandboxTable):
         tenant's, and sitting idle ends no call)."""
         if not group.may_grow(kind) or not group.sandboxes:
             return None
-        victim = next((h for h in self.lru.values() if h.users == 0), None)
+        victim = self._least_recently_used_idle()
         if victim is None:
             return None
         wait = victim.last_used + SCALE_OUT_EVICTS_IDLE_S - time.monotonic()
@@ -331,7 +335,7 @@ class Pool(SandboxTable):
         when the pool is full; wait for a release when every sandbox is held."""
         loop = asyncio.get_running_loop()
         while len(self.lru) + self.reserved >= self.max_sandboxes:
-            victim = next((h for h in self.lru.values() if h.users == 0), None)
+            victim = self._least_recently_used_idle()
             if victim is not None:
                 self.evict(victim, "capacity")
                 continue
